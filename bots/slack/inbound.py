@@ -1,0 +1,150 @@
+"""Slack's inbound half: a slack-bolt AsyncApp whose listeners normalize, deduplicate and
+enqueue, then acknowledge. Used as is by the HTTP route and by Socket Mode.
+
+Bolt verifies the v0 signature (HMAC-SHA256, 5-minute window) and answers url_verification.
+Listeners run before the response is sent (process_before_response), so a message is only
+acknowledged once it is safely queued; when the queue is down Slack gets 503 and retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.base import Intake, IntakeUnavailable
+from parley.message import InboundMessage
+from parley.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+
+# Message subtypes that are still a person writing to us; every other subtype (edits,
+# deletions, joins, our own chat.update echoes) is never answered.
+_ANSWERABLE_SUBTYPES = {None, "thread_broadcast", "file_share"}
+
+
+def create_slack_app(settings: Settings, intake: Intake, *, socket_mode: bool = False) -> AsyncApp:
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    secret = settings.slack_signing_secret
+    app = AsyncApp(
+        client=AsyncWebClient(token=token, base_url=settings.slack_api_url),
+        signing_secret=secret.get_secret_value() if secret else None,
+        process_before_response=True,
+        request_verification_enabled=not socket_mode,
+        # Our own messages (and chat.update echoes) never reach the listeners.
+        ignoring_self_events_enabled=True,
+    )
+
+    async def enqueue(event: dict[str, Any], body: dict[str, Any], text: str) -> None:
+        message = normalize(event, body, text)
+        if message is None:
+            return
+        if await intake.submit(message):
+            log.info("queued %s", message.message_key)
+        else:
+            log.info("duplicate delivery of %s ignored", message.message_key)
+
+    @app.event("app_mention")
+    async def on_mention(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        if event.get("bot_id") or event.get("subtype") not in _ANSWERABLE_SUBTYPES:
+            return
+        await enqueue(event, body, strip_mention(event.get("text", ""), context.bot_user_id))
+
+    @app.event("message")
+    async def on_message(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        if event.get("subtype") not in _ANSWERABLE_SUBTYPES or event.get("bot_id"):
+            return
+        bot_user_id = context.bot_user_id
+        if not event.get("user") or event.get("user") == bot_user_id:
+            return
+        text = event.get("text", "")
+        if event.get("channel_type") == "im":
+            await enqueue(event, body, strip_mention(text, bot_user_id))
+        elif bot_user_id and f"<@{bot_user_id}>" in text:
+            # The app_mention event for this message answers it; whichever of the two
+            # arrives first is queued and the other is a duplicate of the same message.
+            await enqueue(event, body, strip_mention(text, bot_user_id))
+        elif event.get("thread_ts") and await intake.is_active_thread(
+            PLATFORM, _team(event, body), event["channel"], event["thread_ts"]
+        ):
+            await enqueue(event, body, text)
+
+    # Acknowledge every other subscribed event, so that Slack does not retry them.
+    @app.event(re.compile(".*"))
+    async def on_other_event() -> None:
+        return None
+
+    @app.error
+    async def on_error(error: Exception, response: BoltResponse | None) -> None:
+        if isinstance(error, IntakeUnavailable) and response is not None:
+            log.warning("queue unavailable, asking Slack to retry: %s", error)
+            response.status = 503
+            response.body = "queue unavailable, retry later"
+        else:
+            log.error("error handling a Slack request: %r", error)
+
+    return app
+
+
+def slack_routes(app: AsyncApp, settings: Settings) -> list[web.RouteDef]:
+    """POST /slack/events for the Events API and slash commands."""
+    secret = settings.slack_signing_secret
+    verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
+
+    async def slack_events(request: web.Request) -> web.Response:
+        try:
+            bolt_request = await to_bolt_request(request)
+        except Exception:
+            # Bolt parses before it verifies: check the signature here so that garbage
+            # from strangers still gets 401, and only Slack's own bad payloads get 400.
+            body = await request.read()
+            if verifier is None or not verifier.is_valid_request(body, dict(request.headers)):
+                return web.Response(status=401, text="invalid request signature")
+            log.warning("rejecting a signed Slack request whose body could not be parsed")
+            return web.Response(status=400, text="malformed request body")
+        return await to_aiohttp_response(await app.async_dispatch(bolt_request))
+
+    return [web.post("/slack/events", slack_events)]
+
+
+def normalize(event: dict[str, Any], body: dict[str, Any], text: str) -> InboundMessage | None:
+    """Turn a Slack message event into the platform-neutral message, or None if unusable."""
+    channel, ts, user = event.get("channel"), event.get("ts"), event.get("user")
+    if not (isinstance(channel, str) and isinstance(ts, str) and isinstance(user, str)):
+        log.warning("ignoring a Slack event without channel, ts or user")
+        return None
+    team = _team(event, body)
+    thread = event.get("thread_ts") or ts
+    return InboundMessage(
+        platform=PLATFORM,
+        tenant=team,
+        channel=channel,
+        thread=thread,
+        user=user,
+        text=text,
+        message_id=f"{channel}:{ts}",
+        reply_to={"channel": channel, "thread_ts": thread, "team": team, "user": user},
+        received_at=time.time(),
+    )
+
+
+def strip_mention(text: str, bot_user_id: str | None) -> str:
+    """Remove mentions of the bot (`<@U123>` or `<@U123|name>`); keep other people's."""
+    if bot_user_id:
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", "", text)
+    return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def _team(event: dict[str, Any], body: dict[str, Any]) -> str:
+    team = body.get("team_id") or event.get("team") or "unknown"
+    return str(team)

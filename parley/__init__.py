@@ -1,0 +1,1 @@
+"""Parley: a self-hosted assistant for Slack and Microsoft Teams."""

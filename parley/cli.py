@@ -1,0 +1,193 @@
+"""The `parley` command line: the edge where settings are read, once, and passed in."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from parley.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("parley")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="parley", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the HTTP ingress (Slack events, health)")
+    serve.add_argument(
+        "--socket-mode",
+        action="store_true",
+        help="receive Slack events over Socket Mode (needs SLACK_APP_TOKEN) instead of HTTP",
+    )
+    worker = commands.add_parser("worker", help="run a Celery worker that answers messages")
+    worker.add_argument(
+        "--concurrency", type=int, default=None, help="generations in flight per process"
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+        if args.command == "serve":
+            settings.require_slack(socket_mode=args.socket_mode)
+    except SettingsError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 2
+    _configure_logging(settings)
+    try:
+        if args.command == "serve":
+            asyncio.run(_serve(settings, socket_mode=args.socket_mode))
+            return 0
+        return _worker(settings, concurrency=args.concurrency)
+    except ServiceUnreachable as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 0
+
+
+class ServiceUnreachable(Exception):
+    pass
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level,
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+    )
+    # Libraries log request bodies at DEBUG; keep them quiet even when we debug.
+    for noisy in ("slack_bolt", "slack_sdk", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(
+            max(logging.INFO, logging.getLevelName(settings.log_level))
+        )
+
+
+async def _check_redis(settings: Settings) -> None:
+    client = Redis.from_url(settings.redis_url, socket_connect_timeout=3)
+    try:
+        await client.ping()
+    except RedisError as exc:
+        raise ServiceUnreachable(
+            f"Redis at {settings.redis_url} is not reachable ({exc}). Start it (for example "
+            "`redis-server --daemonize yes` or `docker compose up -d redis`) or set "
+            "PARLEY_REDIS_URL."
+        ) from None
+    finally:
+        await client.aclose()
+
+
+async def _serve(settings: Settings, *, socket_mode: bool) -> None:
+    from aiohttp import web
+
+    from bots.slack.inbound import create_slack_app, slack_routes
+    from parley.server import create_web_app
+    from workers.celery_app import create_celery, publisher
+    from workers.intake import QueueIntake
+    from workers.runtime import redis_client
+
+    await _check_redis(settings)
+    celery = create_celery(settings)
+    redis = redis_client(settings, max_connections=256)
+    intake = QueueIntake(
+        redis,
+        publisher(celery, settings),
+        dedupe_ttl=settings.dedupe_ttl_seconds,
+        thread_ttl=settings.memory_ttl_seconds,
+    )
+    slack = create_slack_app(settings, intake, socket_mode=socket_mode)
+
+    async def broker_check() -> None:
+        def connect() -> None:
+            with celery.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+
+        await asyncio.to_thread(connect)
+
+    routes = [] if socket_mode else slack_routes(slack, settings)
+    app = create_web_app(routes=routes, redis=redis, broker_check=broker_check)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info(
+        "listening on http://%s:%d (POST /slack/events, GET /healthz, GET /readyz)",
+        settings.host,
+        settings.port,
+    )
+
+    handler = None
+    if socket_mode:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        assert settings.slack_app_token is not None
+        handler = AsyncSocketModeHandler(slack, settings.slack_app_token.get_secret_value())
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+        log.info("connected to Slack over Socket Mode")
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    if handler is not None:
+        await handler.close_async()  # type: ignore[no-untyped-call]
+    await runner.cleanup()
+    await redis.aclose()
+
+
+def _worker(settings: Settings, *, concurrency: int | None) -> int:
+    from workers.celery_app import create_celery
+
+    asyncio.run(_check_redis(settings))
+    asyncio.run(_check_model(settings))
+    app = create_celery(settings)
+    app.worker_main(
+        [
+            "worker",
+            f"--loglevel={settings.log_level}",
+            "--pool=threads",
+            f"--concurrency={concurrency or settings.worker_concurrency}",
+            f"--queues={settings.queue_name}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+    return 0
+
+
+async def _check_model(settings: Settings) -> None:
+    """Warn (not fail: TGI may still be loading weights) when the model server disagrees."""
+    from llm.tgi import create_model
+
+    model = create_model(settings)
+    try:
+        info = await asyncio.wait_for(model.server_info(), timeout=5)
+    except Exception as exc:
+        log.warning(
+            "TGI at %s not reachable yet (%s); answers will fail politely until it is",
+            settings.tgi_url,
+            exc.__class__.__name__,
+        )
+        return
+    finally:
+        await model.aclose()
+    max_total = info.get("max_total_tokens")
+    if isinstance(max_total, int) and max_total < settings.context_tokens:
+        log.warning(
+            "PARLEY_CONTEXT_TOKENS=%d exceeds TGI's --max-total-tokens=%d: long threads will be "
+            "rejected; set PARLEY_CONTEXT_TOKENS=%d",
+            settings.context_tokens,
+            max_total,
+            max_total,
+        )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,32 @@
+"""The platform-neutral message that travels from bots/ through the queue to workers/."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class InboundMessage(BaseModel):
+    """One chat message to answer. JSON-serializable: it is the Celery task payload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    platform: str = Field(min_length=1)
+    tenant: str = Field(min_length=1, description="Slack team id, Teams tenant id")
+    channel: str = Field(min_length=1)
+    thread: str = Field(min_length=1, description="Root of the conversation thread")
+    user: str = Field(min_length=1)
+    text: str
+    message_id: str = Field(min_length=1, description="Unique per platform message")
+    reply_to: dict[str, Any] = Field(description="Opaque address the outbound half replies to")
+    received_at: float = Field(description="Unix time the ingress acknowledged it")
+
+    @property
+    def thread_key(self) -> str:
+        """Names one conversation: memory and ordering are kept per thread key."""
+        return f"{self.platform}:{self.tenant}:{self.channel}:{self.thread}"
+
+    @property
+    def message_key(self) -> str:
+        return f"{self.platform}:{self.tenant}:{self.message_id}"

@@ -1,0 +1,166 @@
+"""The one typed settings object, read once at the edge (the CLI) and passed in.
+
+Environment variable names are the ones operators already know from Slack and TGI docs
+(SLACK_BOT_TOKEN, TGI_URL) or carry the PARLEY_ prefix. No module reads os.environ itself.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are Parley, a helpful assistant for the people of this company, answering in a chat "
+    "thread. Be accurate and concise. Use Markdown sparingly. If you do not know, say so."
+)
+
+
+def _env(name: str) -> AliasChoices:
+    return AliasChoices(name)
+
+
+class SettingsError(Exception):
+    """A missing or invalid setting; the message names the variable and what to do."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", populate_by_name=True, frozen=True
+    )
+
+    # Slack
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_BOT_TOKEN"))
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=_env("SLACK_SIGNING_SECRET")
+    )
+    slack_app_token: SecretStr | None = Field(None, validation_alias=_env("SLACK_APP_TOKEN"))
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias=_env("SLACK_API_URL"))
+    # "stream" uses chat.startStream/appendStream/stopStream; "update" posts then edits.
+    slack_reply_mode: Literal["stream", "update"] = Field(
+        "stream", validation_alias=_env("PARLEY_SLACK_REPLY_MODE")
+    )
+    # Minimum seconds between two edits or appends of one reply (Slack rate limits chat.*).
+    reply_update_interval: float = Field(
+        1.0, ge=0.0, validation_alias=_env("PARLEY_REPLY_UPDATE_INTERVAL")
+    )
+    slack_web_api_max_retries: int = Field(
+        5, ge=0, validation_alias=_env("PARLEY_SLACK_MAX_RETRIES")
+    )
+
+    # Service
+    port: int = Field(3000, ge=0, le=65535, validation_alias=_env("PARLEY_PORT"))
+    host: str = Field("0.0.0.0", validation_alias=_env("PARLEY_HOST"))
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("PARLEY_REDIS_URL"))
+    broker_url: str | None = Field(None, validation_alias=_env("PARLEY_BROKER_URL"))
+    queue_name: str = Field("parley", validation_alias=_env("PARLEY_QUEUE"))
+    worker_concurrency: int = Field(
+        128, ge=1, le=1024, validation_alias=_env("PARLEY_WORKER_CONCURRENCY")
+    )
+    # Seconds before the broker hands an unacknowledged task to another worker. It must
+    # exceed the longest task, or a slow answer would be started twice.
+    visibility_timeout: int = Field(3600, ge=5, validation_alias=_env("PARLEY_VISIBILITY_TIMEOUT"))
+    dedupe_ttl_seconds: int = Field(
+        86400, ge=60, validation_alias=_env("PARLEY_DEDUPE_TTL_SECONDS")
+    )
+    max_message_chars: int = Field(40000, ge=1, validation_alias=_env("PARLEY_MAX_MESSAGE_CHARS"))
+
+    # Model
+    tgi_url: str = Field("http://127.0.0.1:8080", validation_alias=_env("TGI_URL"))
+    system_prompt: str = Field(
+        DEFAULT_SYSTEM_PROMPT, min_length=1, validation_alias=_env("PARLEY_SYSTEM_PROMPT")
+    )
+    max_new_tokens: int = Field(512, ge=1, validation_alias=_env("PARLEY_MAX_NEW_TOKENS"))
+    temperature: float = Field(0.7, ge=0.0, le=2.0, validation_alias=_env("PARLEY_TEMPERATURE"))
+    top_p: float = Field(0.95, gt=0.0, le=1.0, validation_alias=_env("PARLEY_TOP_P"))
+    repetition_penalty: float = Field(
+        1.1, gt=0.0, validation_alias=_env("PARLEY_REPETITION_PENALTY")
+    )
+    context_tokens: int = Field(8192, ge=256, validation_alias=_env("PARLEY_CONTEXT_TOKENS"))
+    # Seconds one generation may take in all, and may stay silent between two tokens.
+    generation_timeout: float = Field(
+        300.0, gt=0, validation_alias=_env("PARLEY_GENERATION_TIMEOUT")
+    )
+    token_timeout: float = Field(30.0, gt=0, validation_alias=_env("PARLEY_TOKEN_TIMEOUT"))
+    model_retries: int = Field(4, ge=0, le=20, validation_alias=_env("PARLEY_MODEL_RETRIES"))
+    retry_base_delay: float = Field(0.5, ge=0.0, validation_alias=_env("PARLEY_RETRY_BASE_DELAY"))
+    retry_max_delay: float = Field(8.0, ge=0.0, validation_alias=_env("PARLEY_RETRY_MAX_DELAY"))
+
+    # Memory
+    memory_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=60, validation_alias=_env("PARLEY_MEMORY_TTL_SECONDS")
+    )
+    memory_max_turns: int = Field(200, ge=2, validation_alias=_env("PARLEY_MEMORY_MAX_TURNS"))
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", validation_alias=_env("PARLEY_LOG_LEVEL")
+    )
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def longest_task_seconds(self) -> float:
+        """Upper bound of one task: every model attempt plus the waits between them."""
+        attempts = self.model_retries + 1
+        return attempts * self.generation_timeout + self.model_retries * self.retry_max_delay
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.max_new_tokens >= self.context_tokens:
+            raise ValueError(
+                "PARLEY_MAX_NEW_TOKENS must be smaller than PARLEY_CONTEXT_TOKENS "
+                f"({self.max_new_tokens} >= {self.context_tokens})"
+            )
+        if self.visibility_timeout <= self.longest_task_seconds:
+            raise ValueError(
+                f"PARLEY_VISIBILITY_TIMEOUT ({self.visibility_timeout}s) must exceed the longest "
+                f"task ({self.longest_task_seconds:.0f}s = (PARLEY_MODEL_RETRIES+1) x "
+                "PARLEY_GENERATION_TIMEOUT + retry delays), or slow answers are started twice"
+            )
+        return self
+
+    def require_slack(self, *, socket_mode: bool = False) -> None:
+        """Fail with one clear message when the Slack credentials a mode needs are missing."""
+        needed = {"SLACK_BOT_TOKEN": self.slack_bot_token}
+        if socket_mode:
+            needed["SLACK_APP_TOKEN"] = self.slack_app_token
+        else:
+            needed["SLACK_SIGNING_SECRET"] = self.slack_signing_secret
+        missing = [name for name, value in needed.items() if not value]
+        if missing:
+            raise SettingsError(
+                f"{', '.join(missing)} not set. Copy them from your Slack app's settings page "
+                "(Basic Information / OAuth & Permissions) into the environment; see README.md."
+            )
+        if socket_mode and self.slack_app_token is not None:
+            if not self.slack_app_token.get_secret_value().startswith("xapp-"):
+                raise SettingsError(
+                    "SLACK_APP_TOKEN must be an app-level token starting with 'xapp-' "
+                    "(Basic Information > App-Level Tokens, scope connections:write)."
+                )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment once; turn validation errors into one readable SettingsError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            field = err["loc"][0] if err["loc"] else ""
+            name = _env_name(str(field)) if field else "settings"
+            lines.append(f"  {name}: {err['msg']}")
+        raise SettingsError(
+            "Invalid configuration:\n" + "\n".join(lines) + "\nFix the environment and restart."
+        ) from None
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        first = info.validation_alias.choices[0]
+        return str(first)
+    return field

@@ -1,0 +1,1 @@
+"""Test helpers that are not fakes: signed Slack deliveries, Parley processes."""

@@ -1,0 +1,200 @@
+"""The whole service over real connections: signed Slack deliveries into `parley serve`,
+a real Celery worker process, real Redis, and the fake Slack Web API and TGI on loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.fakes.slack_api import FakeSlack
+from tests.fakes.tgi import FakeTGI
+from tests.support import slack_events
+from tests.support.processes import free_port
+from tests.support.service import ParleyService, parley_env, wait_until
+from workers.pipeline import MSG_MODEL_DOWN
+
+CHANNEL = "C0HELP"
+
+
+def _service(
+    redis_url: str, tgi_url: str, fake_slack: FakeSlack, tmp_path: Path, **overrides: str
+) -> ParleyService:
+    env = parley_env(
+        redis_url=redis_url, tgi_url=tgi_url, slack_api_url=fake_slack.url, **overrides
+    )
+    return ParleyService(env, tmp_path)
+
+
+@pytest.fixture
+def service(
+    redis_url: str, fake_tgi: FakeTGI, fake_slack: FakeSlack, tmp_path: Path
+) -> Iterator[ParleyService]:
+    svc = _service(redis_url, fake_tgi.url, fake_slack, tmp_path)
+    svc.start_serve()
+    svc.start_worker()
+    yield svc
+    svc.stop()
+
+
+def _texts(slack: FakeSlack, thread_ts: str) -> list[str]:
+    return [reply["text"] for reply in slack.thread_replies(CHANNEL, thread_ts)]
+
+
+def _wait_for_texts(
+    slack: FakeSlack,
+    svc: ParleyService,
+    thread_ts: str,
+    expected: list[str],
+    timeout: float = 20,
+) -> None:
+    """Wait until the thread shows exactly `expected` with no stream left open, then make
+    sure it stays so: a duplicate answer would show up in the meantime."""
+    wait_until(
+        lambda: _texts(slack, thread_ts) == expected and not slack.open_streams(),
+        timeout,
+        f"answers {expected} in thread {thread_ts}, have {_texts(slack, thread_ts)}",
+        svc.logs,
+    )
+    time.sleep(0.5)
+    assert _texts(slack, thread_ts) == expected
+    assert not slack.open_streams()
+
+
+def test_a_mention_gets_a_streamed_answer_and_a_follow_up_uses_memory(
+    service: ParleyService, fake_slack: FakeSlack, fake_tgi: FakeTGI
+) -> None:
+    event = slack_events.mention("my VPN drops every five minutes")
+    assert service.deliver(event)[0] == 200
+    first_answer = "You said: my VPN drops every five minutes"
+    _wait_for_texts(fake_slack, service, event["ts"], [first_answer])
+    streamed = [c[0] for c in fake_slack.calls]
+    assert "chat.startStream" in streamed
+    assert "chat.stopStream" in streamed
+
+    follow_up = slack_events.message("which client do we use?", thread_ts=event["ts"])
+    assert service.deliver(follow_up)[0] == 200
+    _wait_for_texts(
+        fake_slack, service, event["ts"], [first_answer, "You said: which client do we use?"]
+    )
+    second_prompt = fake_tgi.prompts[-1]
+    assert "my VPN drops every five minutes" in second_prompt
+    assert "You said: my VPN drops every five minutes" in second_prompt
+    assert second_prompt.index("my VPN drops") < second_prompt.index("which client")
+
+
+def test_retries_and_the_mention_message_pair_make_one_answer(
+    service: ParleyService, fake_slack: FakeSlack, fake_tgi: FakeTGI
+) -> None:
+    event = slack_events.mention("printer on floor 3 is jammed")
+    assert service.deliver(event, event_id="Ev0001")[0] == 200
+    assert service.deliver(event, event_id="Ev0001", retry_num=1)[0] == 200
+    assert service.deliver(event, event_id="Ev0001", retry_num=2)[0] == 200
+    # The same message also arrives as a `message` event with its own event id.
+    twin = slack_events.message(event["text"], ts=event["ts"])
+    assert service.deliver(twin)[0] == 200
+    _wait_for_texts(fake_slack, service, event["ts"], ["You said: printer on floor 3 is jammed"])
+    # Give any duplicate time to show up before asserting there is none.
+    later = slack_events.mention("second question", thread_ts=event["ts"])
+    service.deliver(later)
+    _wait_for_texts(
+        fake_slack,
+        service,
+        event["ts"],
+        ["You said: printer on floor 3 is jammed", "You said: second question"],
+    )
+    assert len(fake_tgi.generations) == 2
+
+
+def test_a_bad_signature_gets_401_and_enqueues_nothing(
+    service: ParleyService, sync_redis: redis.Redis, fake_tgi: FakeTGI
+) -> None:
+    body = slack_events.body_of(slack_events.envelope(slack_events.mention("hello")))
+    forged = slack_events.sign(body, secret="not-the-secret")
+    stale = slack_events.sign(body, timestamp=int(__import__("time").time()) - 600)
+    unsigned = {"Content-Type": "application/json"}
+    for headers in (forged, stale, unsigned):
+        status, _ = service.post("/slack/events", body, headers)
+        assert status == 401
+    assert sync_redis.keys("parley:*") == []
+    assert sync_redis.llen("parley-test") == 0
+    assert fake_tgi.generations == []
+
+
+def test_url_verification_health_and_bad_input(service: ParleyService) -> None:
+    body = b'{"type": "url_verification", "challenge": "abc123", "token": "x"}'
+    status, text = service.post("/slack/events", body, slack_events.sign(body))
+    assert status == 200
+    assert json.loads(text) == {"challenge": "abc123"}
+
+    huge = b'{"type": "event_callback", "pad": "' + b"x" * 1_000_000 + b'"}'
+    assert service.post("/slack/events", huge, slack_events.sign(huge))[0] == 413
+    broken = b'{"type": "event_callback", '
+    status, _ = service.post("/slack/events", broken, slack_events.sign(broken))
+    assert 400 <= status < 500
+    import urllib.request
+
+    with urllib.request.urlopen(service.url + "/readyz", timeout=5) as resp:
+        assert resp.status == 200
+
+
+def test_tgi_429_then_ok_yields_the_answer(
+    service: ParleyService, fake_slack: FakeSlack, fake_tgi: FakeTGI
+) -> None:
+    fake_tgi.fail_next("429", times=2)
+    event = slack_events.mention("reset my password please")
+    service.deliver(event)
+    _wait_for_texts(fake_slack, service, event["ts"], ["You said: reset my password please"])
+    assert len(fake_tgi.generations) == 3
+
+
+def test_tgi_down_yields_the_polite_failure_message(
+    redis_url: str, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    svc = _service(redis_url, f"http://127.0.0.1:{free_port()}", fake_slack, tmp_path)
+    try:
+        svc.start_serve()
+        svc.start_worker()
+        event = slack_events.mention("is the wiki down?")
+        svc.deliver(event)
+        _wait_for_texts(fake_slack, svc, event["ts"], [MSG_MODEL_DOWN])
+    finally:
+        svc.stop()
+
+
+def test_a_worker_killed_mid_generation_still_yields_exactly_one_answer(
+    redis_url: str, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    answer_text = " ".join(f"step{i}" for i in range(40))
+    with FakeTGI(responder=lambda _prompt: answer_text, token_interval=0.05) as tgi:
+        svc = _service(
+            redis_url,
+            tgi.url,
+            fake_slack,
+            tmp_path,
+            PARLEY_GENERATION_TIMEOUT="4",
+            PARLEY_MODEL_RETRIES="1",
+            PARLEY_VISIBILITY_TIMEOUT="10",
+        )
+        try:
+            svc.start_serve()
+            worker = svc.start_worker()
+            event = slack_events.mention("walk me through the laptop setup")
+            svc.deliver(event)
+            wait_until(
+                lambda: bool(fake_slack.calls_to("chat.appendStream")),
+                10,
+                "the answer to start streaming",
+                svc.logs,
+            )
+            worker.kill(signal.SIGKILL)
+            svc.start_worker()
+            _wait_for_texts(fake_slack, svc, event["ts"], [answer_text], timeout=40)
+            assert len(tgi.generations) == 2, "the redelivered task generated again"
+        finally:
+            svc.stop()

@@ -1,0 +1,76 @@
+"""The request path's only work after verification: deduplicate, order, enqueue.
+
+Runs in the ingress process. It never waits on the model: one Redis round trip to claim the
+message, one to record its place in the thread, one broker publish.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from bots.base import IntakeUnavailable
+from parley.message import InboundMessage
+from workers import keys
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class QueueIntake:
+    def __init__(
+        self,
+        redis: Redis,
+        publish: Publish,
+        *,
+        dedupe_ttl: int,
+        thread_ttl: int,
+    ) -> None:
+        self._redis = redis
+        self._publish = publish
+        self._dedupe_ttl = dedupe_ttl
+        self._thread_ttl = thread_ttl
+
+    async def submit(self, message: InboundMessage) -> bool:
+        seen_key = keys.seen(message.platform, message.tenant, message.message_id)
+        order_key = keys.thread_queue(message.thread_key)
+        try:
+            claimed = await self._redis.set(seen_key, "1", nx=True, ex=self._dedupe_ttl)
+        except RedisError as exc:
+            raise IntakeUnavailable(f"Redis unreachable: {exc}") from exc
+        if not claimed:
+            return False
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(order_key, message.message_key)
+                pipe.expire(order_key, self._thread_ttl)
+                pipe.set(keys.active_thread(message.thread_key), "1", ex=self._thread_ttl)
+                await pipe.execute()
+            await self._publish(message.model_dump(mode="json"))
+        except Exception as exc:
+            # Undo the claim so that the platform's retry of this delivery goes through:
+            # a dropped retry would lose a message nobody answered.
+            await self._undo(seen_key, order_key, message.message_key)
+            raise IntakeUnavailable(f"could not enqueue: {exc}") from exc
+        return True
+
+    async def is_active_thread(self, platform: str, tenant: str, channel: str, thread: str) -> bool:
+        thread_key = f"{platform}:{tenant}:{channel}:{thread}"
+        try:
+            return bool(await self._redis.exists(keys.active_thread(thread_key)))
+        except RedisError as exc:
+            raise IntakeUnavailable(f"Redis unreachable: {exc}") from exc
+
+    async def _undo(self, seen_key: str, order_key: str, message_key: str) -> None:
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(seen_key)
+                pipe.lrem(order_key, 1, message_key)
+                await pipe.execute()
+        except RedisError:
+            log.warning("could not undo the claim of %s; its retry will be dropped", message_key)

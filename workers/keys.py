@@ -1,0 +1,37 @@
+"""Redis key names, in one place so that every process agrees on them.
+
+Keys carry only platform ids (team, channel, thread timestamps), never message text.
+"""
+
+from __future__ import annotations
+
+PREFIX = "parley"
+
+
+def seen(platform: str, tenant: str, message_id: str) -> str:
+    """Deduplicates deliveries of one platform message (retries, app_mention + message)."""
+    return f"{PREFIX}:seen:{platform}:{tenant}:{message_id}"
+
+
+def active_thread(thread_key: str) -> str:
+    """Present while Parley takes part in a thread: follow-ups need no mention."""
+    return f"{PREFIX}:active:{thread_key}"
+
+
+def thread_queue(thread_key: str) -> str:
+    """The thread's messages in arrival order; the head is the one being answered."""
+    return f"{PREFIX}:order:{thread_key}"
+
+
+def memory(thread_key: str) -> str:
+    return f"{PREFIX}:memory:{thread_key}"
+
+
+def reply(message_key: str) -> str:
+    """Reply state of one message: done or not, and where its answer is shown."""
+    return f"{PREFIX}:reply:{message_key}"
+
+
+def lease(message_key: str) -> str:
+    """Held by the one worker currently answering a message."""
+    return f"{PREFIX}:lease:{message_key}"

@@ -1,0 +1,236 @@
+"""Answering one message, as plain async functions over injected dependencies.
+
+    claim (lease) -> wait for the thread's turn -> open the reply (progress shows at once)
+    -> budget the prompt from memory -> generate with bounded retries, streaming into the
+    reply -> finish the reply -> record memory and "answered" in one transaction.
+
+Every path ends with the reply finished or failed politely: never silence, never a stuck
+placeholder. Message text is never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from redis.asyncio import Redis
+
+from bots.base import DeliveryError, Outbound, Reply, ReplyState
+from llm.base import (
+    ChatMessage,
+    ChatModel,
+    GenerationParams,
+    ModelError,
+    ModelOverloaded,
+    ModelRejected,
+    ModelTimeout,
+)
+from llm.budget import fit_history
+from llm.retry import RetryPolicy
+from parley.message import InboundMessage
+from workers.ledger import ReplyLedger
+from workers.memory import ThreadMemory, Turn
+from workers.ordering import ThreadOrder
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(Enum):
+    ANSWERED = "answered"
+    FAILED = "failed"  # the user got a polite failure message
+    DUPLICATE = "duplicate"  # another run already finished this message
+    UNDELIVERABLE = "undeliverable"  # the platform refused the reply
+
+
+MSG_MODEL_DOWN = (
+    ":warning: Sorry, I couldn't answer: the language model is not reachable right now. "
+    "Please try again in a few minutes. If this keeps happening, tell your Parley admin."
+)
+MSG_MODEL_BUSY = (
+    ":hourglass: Sorry, I couldn't answer: the language model is overloaded right now. "
+    "Please try again in a minute."
+)
+MSG_MODEL_SLOW = (
+    ":hourglass: Sorry, the language model took too long to answer. Please try again, "
+    "perhaps with a shorter question."
+)
+MSG_REJECTED = (
+    ":warning: Sorry, the language model could not process this message. "
+    "Try rephrasing or shortening it."
+)
+MSG_INTERNAL = (
+    ":warning: Sorry, something went wrong on my side while answering. "
+    "Please try again; if it persists, tell your Parley admin."
+)
+
+
+def msg_too_long(tokens: int, limit: int) -> str:
+    return (
+        f":scissors: Your message is too long for me to read: about {tokens:,} tokens, and I "
+        f"can take at most {max(limit, 0):,}. Please shorten it or split it into parts."
+    )
+
+
+class AnswerFailed(Exception):
+    """Generation cannot succeed; `user_message` is what the thread is told."""
+
+    def __init__(self, user_message: str, reason: str) -> None:
+        super().__init__(reason)
+        self.user_message = user_message
+
+
+@dataclass
+class Pipeline:
+    redis: Redis
+    model: ChatModel
+    outbound: Callable[[str], Outbound]
+    memory: ThreadMemory
+    order: ThreadOrder
+    ledger: ReplyLedger
+    system_prompt: str
+    params: GenerationParams
+    retry: RetryPolicy
+
+    async def answer(self, message: InboundMessage) -> Outcome:
+        key = message.message_key
+        if (await self.ledger.load(key)).finished:
+            return Outcome.DUPLICATE
+        await self.order.wait_turn(message.thread_key, key)
+        async with self.ledger.lease(key) as holder:
+            if not holder:
+                return Outcome.DUPLICATE
+            try:
+                entry = await self.ledger.load(key)
+                if entry.finished:
+                    return Outcome.DUPLICATE
+                return await self._answer(message, entry.reply_state)
+            finally:
+                await self.order.release(message.thread_key, key)
+
+    async def _answer(self, message: InboundMessage, resume: ReplyState | None) -> Outcome:
+        started = time.monotonic()
+        key = message.message_key
+
+        async def save_state(state: ReplyState) -> None:
+            await self.ledger.save_reply_state(key, state)
+
+        try:
+            reply = await self.outbound(message.platform).open_reply(
+                message.reply_to, resume, save_state
+            )
+        except DeliveryError as exc:
+            return await self._undeliverable(message, exc)
+        try:
+            user_tokens, prompt = await self._prompt(message)
+            text = await self._generate(prompt, reply)
+        except AnswerFailed as failure:
+            log.warning("message %s: %s", key, failure)
+            return await self._fail(message, reply, failure.user_message)
+        except DeliveryError as exc:
+            return await self._undeliverable(message, exc)
+        except Exception:
+            log.exception("message %s: unexpected error while answering", key)
+            return await self._fail(message, reply, MSG_INTERNAL)
+        try:
+            await reply.finish(text)
+        except DeliveryError as exc:
+            return await self._undeliverable(message, exc)
+        answer_tokens = await self.model.count_tokens(text)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.memory.stage_append(
+                pipe,
+                message.thread_key,
+                [
+                    Turn("user", message.text, user_tokens, key),
+                    Turn("assistant", text, answer_tokens, key),
+                ],
+            )
+            self.ledger.stage_finished(pipe, key, Outcome.ANSWERED.value)
+            await pipe.execute()
+        log.info(
+            "message %s answered in %.2fs (queued %.2fs)",
+            key,
+            time.monotonic() - started,
+            max(0.0, time.time() - message.received_at - (time.monotonic() - started)),
+        )
+        return Outcome.ANSWERED
+
+    async def _prompt(self, message: InboundMessage) -> tuple[int, list[ChatMessage]]:
+        """System prompt + as much recent history as fits + the new message."""
+        system_tokens = await self.model.count_tokens(self.system_prompt)
+        user_tokens = await self.model.count_tokens(message.text)
+        history = await self.memory.load(message.thread_key)
+        per_message = self.model.prompt_overhead_tokens(1) - self.model.prompt_overhead_tokens(0)
+        fixed = system_tokens + user_tokens + self.model.prompt_overhead_tokens(2)
+        available = self.model.context_tokens - self.params.max_new_tokens - fixed
+        if available < 0:
+            limit = user_tokens + available
+            raise AnswerFailed(msg_too_long(user_tokens, limit), "message exceeds the context")
+        keep = fit_history(
+            context_tokens=self.model.context_tokens,
+            max_new_tokens=self.params.max_new_tokens,
+            fixed_tokens=fixed,
+            history_token_counts=[turn.tokens + per_message for turn in history],
+        )
+        kept = history[len(history) - keep :] if keep else []
+        return user_tokens, [
+            ChatMessage("system", self.system_prompt),
+            *(ChatMessage(turn.role, turn.content) for turn in kept),
+            ChatMessage("user", message.text),
+        ]
+
+    async def _generate(self, prompt: list[ChatMessage], reply: Reply) -> str:
+        """Stream the answer into the reply; retry transient model errors with backoff.
+
+        A retry starts the text over; the reply replaces what it showed.
+        """
+        attempt = 0
+        while True:
+            text = ""
+            try:
+                async for chunk in self.model.stream(prompt, self.params):
+                    text += chunk
+                    await reply.update(text)
+                if text.strip():
+                    return text
+                raise AnswerFailed(MSG_REJECTED, "the model returned an empty answer")
+            except ModelError as exc:
+                attempt += 1
+                if not self.retry.should_retry(exc, attempt):
+                    raise AnswerFailed(_failure_message(exc), repr(exc)) from exc
+                delay = self.retry.delay(attempt)
+                log.info("model error %r, retry %d in %.2fs", exc, attempt, delay)
+                await asyncio.sleep(delay)
+
+    async def _fail(self, message: InboundMessage, reply: Reply, text: str) -> Outcome:
+        try:
+            await reply.fail(text)
+        except DeliveryError as exc:
+            return await self._undeliverable(message, exc)
+        await self._mark_finished(message, Outcome.FAILED)
+        return Outcome.FAILED
+
+    async def _undeliverable(self, message: InboundMessage, exc: DeliveryError) -> Outcome:
+        log.error("message %s: the platform refused the reply: %s", message.message_key, exc)
+        await self._mark_finished(message, Outcome.UNDELIVERABLE)
+        return Outcome.UNDELIVERABLE
+
+    async def _mark_finished(self, message: InboundMessage, outcome: Outcome) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.ledger.stage_finished(pipe, message.message_key, outcome.value)
+            await pipe.execute()
+        log.info("message %s finished: %s", message.message_key, outcome.value)
+
+
+def _failure_message(exc: ModelError) -> str:
+    if isinstance(exc, ModelRejected):
+        return MSG_REJECTED
+    if isinstance(exc, ModelOverloaded):
+        return MSG_MODEL_BUSY
+    if isinstance(exc, ModelTimeout):
+        return MSG_MODEL_SLOW
+    return MSG_MODEL_DOWN
