@@ -198,3 +198,64 @@ def test_a_worker_killed_mid_generation_still_yields_exactly_one_answer(
             assert len(tgi.generations) == 2, "the redelivered task generated again"
         finally:
             svc.stop()
+
+
+def test_a_threads_messages_are_answered_in_order_each_seeing_the_earlier(
+    redis_url: str, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    with FakeTGI(ttft=0.3, token_interval=0.02) as tgi:
+        svc = _service(redis_url, tgi.url, fake_slack, tmp_path)
+        try:
+            svc.start_serve()
+            svc.start_worker()
+            root = slack_events.mention("which VPN client do we use?")
+            svc.deliver(root)
+            time.sleep(0.1)
+            svc.deliver(slack_events.message("and where do I download it?", thread_ts=root["ts"]))
+            _wait_for_texts(
+                fake_slack,
+                svc,
+                root["ts"],
+                [
+                    "You said: which VPN client do we use?",
+                    "You said: and where do I download it?",
+                ],
+            )
+            second_prompt = tgi.prompts[1]
+            assert "which VPN client do we use?" in second_prompt
+            assert "You said: which VPN client do we use?" in second_prompt
+        finally:
+            svc.stop()
+        logs = svc.logs()
+        assert "VPN client" not in logs, "message text never reaches the logs"
+        assert "download it" not in logs
+
+
+def test_direct_messages_are_answered(service: ParleyService, fake_slack: FakeSlack) -> None:
+    dm = slack_events.message("how do I book a meeting room?", channel="D0ALICE", channel_type="im")
+    assert service.deliver(dm)[0] == 200
+    wait_until(
+        lambda: (
+            [r["text"] for r in fake_slack.thread_replies("D0ALICE", dm["ts"])]
+            == ["You said: how do I book a meeting room?"]
+        ),
+        20,
+        "the direct message's answer",
+        service.logs,
+    )
+
+
+def test_socket_mode_runs_the_same_listeners(
+    redis_url: str, fake_slack: FakeSlack, fake_tgi: FakeTGI, tmp_path: Path
+) -> None:
+    svc = _service(redis_url, fake_tgi.url, fake_slack, tmp_path)
+    try:
+        svc.start_serve("--socket-mode")
+        svc.start_worker()
+        event = slack_events.mention("is the wifi down?")
+        envelope_id = fake_slack.push_event(event)
+        fake_slack.wait_for_ack(envelope_id)
+        fake_slack.push_event(event, retry_attempt=1)  # a retry: no second answer
+        _wait_for_texts(fake_slack, svc, event["ts"], ["You said: is the wifi down?"])
+    finally:
+        svc.stop()

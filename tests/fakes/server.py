@@ -55,8 +55,18 @@ class BackgroundServer:
     def stop(self) -> None:
         if self._runner is not None:
             self.call(self._runner.cleanup())
+        self.call(self._cancel_leftovers())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
+        self._loop.close()
+
+    async def _cancel_leftovers(self) -> None:
+        """Handlers a client abandoned (a stalled stream) must not outlive the loop."""
+        current = asyncio.current_task()
+        leftovers = [t for t in asyncio.all_tasks() if t is not current]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
     def __enter__(self) -> BackgroundServer:
         self.start()
