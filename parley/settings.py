@@ -135,12 +135,12 @@ class Settings(BaseSettings):
                 f"{', '.join(missing)} not set. Copy them from your Slack app's settings page "
                 "(Basic Information / OAuth & Permissions) into the environment; see README.md."
             )
-        if socket_mode and self.slack_app_token is not None:
-            if not self.slack_app_token.get_secret_value().startswith("xapp-"):
-                raise SettingsError(
-                    "SLACK_APP_TOKEN must be an app-level token starting with 'xapp-' "
-                    "(Basic Information > App-Level Tokens, scope connections:write)."
-                )
+        token = self.slack_app_token
+        if socket_mode and token is not None and not token.get_secret_value().startswith("xapp-"):
+            raise SettingsError(
+                "SLACK_APP_TOKEN must be an app-level token starting with 'xapp-' "
+                "(Basic Information > App-Level Tokens, scope connections:write)."
+            )
 
 
 def load_settings(**overrides: object) -> Settings:
