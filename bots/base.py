@@ -18,7 +18,13 @@ class IntakeUnavailable(Exception):
 
 
 class DeliveryError(Exception):
-    """The platform refused the reply (channel gone, bot removed, ...): give up on it."""
+    """The platform refused the reply. Not retryable (channel gone, bot removed): give up.
+    Retryable (rate limits or outages that outlasted the client's own retries): the task is
+    run again later and takes over the same reply."""
+
+    @property
+    def retryable(self) -> bool:
+        return False
 
 
 class Intake(Protocol):

@@ -259,3 +259,21 @@ def test_socket_mode_runs_the_same_listeners(
         _wait_for_texts(fake_slack, svc, event["ts"], ["You said: is the wifi down?"])
     finally:
         svc.stop()
+
+
+def test_slack_rate_limits_beyond_the_clients_retries_end_in_one_answer(
+    redis_url: str, fake_slack: FakeSlack, fake_tgi: FakeTGI, tmp_path: Path
+) -> None:
+    svc = _service(redis_url, fake_tgi.url, fake_slack, tmp_path, PARLEY_SLACK_MAX_RETRIES="1")
+    try:
+        svc.start_serve()
+        svc.start_worker()
+        fake_slack.fail("chat.startStream", error="ratelimited", status=429, retry_after=0, times=3)
+        fake_slack.fail(
+            "chat.appendStream", error="ratelimited", status=429, retry_after=1, times=1
+        )
+        event = slack_events.mention("can I expense a monitor?")
+        svc.deliver(event)
+        _wait_for_texts(fake_slack, svc, event["ts"], ["You said: can I expense a monitor?"])
+    finally:
+        svc.stop()

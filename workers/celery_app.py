@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from parley.message import InboundMessage
 from parley.settings import Settings
+from workers.pipeline import TryLater
 from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,9 @@ def create_celery(settings: Settings) -> Celery:
             return "malformed"
         try:
             return runtime().answer(message).value
-        except RedisError as exc:
+        except (RedisError, TryLater) as exc:
             delay = min(2**self.request.retries, INFRA_RETRY_MAX_DELAY)
-            log.warning(
-                "message %s: Redis error %r, retrying in %ss", message.message_key, exc, delay
-            )
+            log.warning("message %s: %r, retrying in %ss", message.message_key, exc, delay)
             raise self.retry(exc=exc, countdown=delay, max_retries=INFRA_RETRY_LIMIT) from exc
 
     return app

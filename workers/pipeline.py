@@ -75,6 +75,11 @@ def msg_too_long(tokens: int, limit: int) -> str:
     )
 
 
+class TryLater(Exception):
+    """The platform is unreachable for now; the task should run again later. The reply
+    state is kept, so the next run takes over the same reply."""
+
+
 class AnswerFailed(Exception):
     """Generation cannot succeed; `user_message` is what the thread is told."""
 
@@ -103,13 +108,14 @@ class Pipeline:
         async with self.ledger.lease(key) as holder:
             if not holder:
                 return Outcome.DUPLICATE
-            try:
-                entry = await self.ledger.load(key)
-                if entry.finished:
-                    return Outcome.DUPLICATE
-                return await self._answer(message, entry.reply_state)
-            finally:
-                await self.order.release(message.thread_key, key)
+            entry = await self.ledger.load(key)
+            outcome = Outcome.DUPLICATE
+            if not entry.finished:
+                # TryLater propagates without giving up the thread's turn: the retried task
+                # is still the next one answered in its thread.
+                outcome = await self._answer(message, entry.reply_state)
+            await self.order.release(message.thread_key, key)
+            return outcome
 
     async def _answer(self, message: InboundMessage, resume: ReplyState | None) -> Outcome:
         started = time.monotonic()
@@ -215,6 +221,8 @@ class Pipeline:
         return Outcome.FAILED
 
     async def _undeliverable(self, message: InboundMessage, exc: DeliveryError) -> Outcome:
+        if exc.retryable:
+            raise TryLater(str(exc)) from exc
         log.error("message %s: the platform refused the reply: %s", message.message_key, exc)
         await self._mark_finished(message, Outcome.UNDELIVERABLE)
         return Outcome.UNDELIVERABLE

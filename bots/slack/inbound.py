@@ -21,6 +21,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.base import Intake, IntakeUnavailable
+from bots.slack.commands import register_commands
 from parley.message import InboundMessage
 from parley.settings import Settings
 
@@ -79,6 +80,8 @@ def create_slack_app(settings: Settings, intake: Intake, *, socket_mode: bool = 
         ):
             await enqueue(event, body, text)
 
+    register_commands(app)
+
     # Acknowledge every other subscribed event, so that Slack does not retry them.
     @app.event(re.compile(".*"))
     async def on_other_event() -> None:
@@ -107,14 +110,22 @@ def slack_routes(app: AsyncApp, settings: Settings) -> list[web.RouteDef]:
         except Exception:
             # Bolt parses before it verifies: check the signature here so that garbage
             # from strangers still gets 401, and only Slack's own bad payloads get 400.
-            body = await request.read()
-            if verifier is None or not verifier.is_valid_request(body, dict(request.headers)):
+            if not await _signed_by_slack(request, verifier):
                 return web.Response(status=401, text="invalid request signature")
             log.warning("rejecting a signed Slack request whose body could not be parsed")
             return web.Response(status=400, text="malformed request body")
         return await to_aiohttp_response(await app.async_dispatch(bolt_request))
 
     return [web.post("/slack/events", slack_events)]
+
+
+async def _signed_by_slack(request: web.Request, verifier: SignatureVerifier | None) -> bool:
+    if verifier is None:
+        return False
+    try:
+        return verifier.is_valid_request(await request.read(), dict(request.headers))
+    except UnicodeDecodeError:  # Slack only sends UTF-8; such a body cannot be verified
+        return False
 
 
 def normalize(event: dict[str, Any], body: dict[str, Any], text: str) -> InboundMessage | None:

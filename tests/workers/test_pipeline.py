@@ -16,7 +16,7 @@ from tests.fakes.slack_api import FakeSlack
 from tests.fakes.tgi import FakeTGI
 from tests.support import slack_events as ev
 from workers import keys
-from workers.pipeline import MSG_MODEL_DOWN, MSG_REJECTED, Outcome
+from workers.pipeline import MSG_MODEL_DOWN, MSG_REJECTED, Outcome, TryLater
 from workers.runtime import WorkerRuntime
 
 CHANNEL = "C0HELP"
@@ -178,3 +178,22 @@ def test_an_unknown_channel_ends_the_task_without_looping(
     assert runtime.answer(message) is Outcome.UNDELIVERABLE
     assert runtime.answer(message) is Outcome.DUPLICATE
     assert fake_tgi.generations == []
+
+
+def test_slack_unavailable_beyond_its_retries_is_tried_again_later(
+    redis_url: str, fake_tgi: FakeTGI, fake_slack: FakeSlack, sync_redis: Redis
+) -> None:
+    rt = WorkerRuntime(_settings(redis_url, fake_tgi, fake_slack, slack_web_api_max_retries=1))
+    try:
+        fake_slack.fail("chat.startStream", error="ratelimited", status=429, retry_after=0, times=2)
+        thread = ev.next_ts()
+        message = _message("is the VPN down?", thread, sync_redis)
+        with pytest.raises(TryLater):
+            rt.answer(message)
+        assert sync_redis.lindex(keys.thread_queue(message.thread_key), 0) == (
+            message.message_key
+        ), "the message keeps its turn in the thread"
+        assert rt.answer(message) is Outcome.ANSWERED
+    finally:
+        rt.close()
+    assert _texts(fake_slack, thread) == ["You said: is the VPN down?"]

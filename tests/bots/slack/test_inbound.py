@@ -7,6 +7,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -177,3 +178,53 @@ async def test_health_endpoints(client: TestClient[Any, Any]) -> None:
 )
 def test_strip_mention(text: str, expected: str) -> None:
     assert strip_mention(text, ev.BOT_USER) == expected
+
+
+@pytest.mark.parametrize(("text", "unknown"), [("help", False), ("", False), ("frobnicate", True)])
+async def test_the_slash_command_answers_ephemerally(
+    client: TestClient[Any, Any], sync_redis: redis.Redis, text: str, unknown: bool
+) -> None:
+    body = urlencode(
+        {
+            "command": "/parley",
+            "text": text,
+            "team_id": ev.TEAM,
+            "channel_id": "C1",
+            "user_id": "U1",
+            "response_url": "http://127.0.0.1:9/unused",
+            "trigger_id": "t",
+        }
+    ).encode()
+    headers = {**ev.sign(body), "Content-Type": "application/x-www-form-urlencoded"}
+    resp = await client.post("/slack/events", data=body, headers=headers)
+    assert resp.status == 200
+    answer = await resp.json()
+    assert answer["response_type"] == "ephemeral"
+    assert "Mention `@Parley`" in answer["text"]
+    assert ("I don't know" in answer["text"]) == unknown
+    assert _queued(sync_redis) == []
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"type": "event_callback", ', b"[1, 2]", b"\xff\xfe not utf-8", b""]
+)
+async def test_malformed_bodies_get_a_clear_4xx_and_nothing_is_queued(
+    client: TestClient[Any, Any], sync_redis: redis.Redis, body: bytes
+) -> None:
+    signed = await client.post("/slack/events", data=body, headers=ev.sign(body))
+    assert 400 <= signed.status < 500
+    unsigned = await client.post(
+        "/slack/events", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert unsigned.status == 401
+    assert _queued(sync_redis) == []
+    assert sync_redis.keys("parley:*") == []
+
+
+async def test_an_event_without_a_user_is_acknowledged_and_dropped(
+    client: TestClient[Any, Any], sync_redis: redis.Redis
+) -> None:
+    event = ev.mention("hi")
+    del event["user"]
+    assert await _deliver(client, event) == 200
+    assert _queued(sync_redis) == []

@@ -1,0 +1,47 @@
+"""`parley` as an operator meets it: clear messages, no tracebacks, for wrong setups."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from tests.support.processes import free_port
+
+
+def _parley(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("PARLEY_", "SLACK_", "TGI_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "parley.cli", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_serve_without_slack_credentials_says_what_to_set() -> None:
+    result = _parley("serve")
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_invalid_setting_names_the_variable() -> None:
+    result = _parley("worker", PARLEY_MAX_NEW_TOKENS="lots")
+    assert result.returncode == 2
+    assert "PARLEY_MAX_NEW_TOKENS" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_redis_says_how_to_start_it() -> None:
+    result = _parley(
+        "serve",
+        SLACK_BOT_TOKEN="xoxb-1",
+        SLACK_SIGNING_SECRET="s",
+        PARLEY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
+    )
+    assert result.returncode == 3
+    assert "is not reachable" in result.stderr
+    assert "redis-server" in result.stderr
+    assert "Traceback" not in result.stderr
