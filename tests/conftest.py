@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -13,7 +14,8 @@ from tests.fakes.tgi import FakeTGI
 from tests.support import slack_events as ev
 
 # A database of its own, flushed around every test; the broker queue lives in it too.
-REDIS_URL = "redis://127.0.0.1:6379/9"
+# PARLEY_TEST_REDIS_URL lets test runs side by side use separate databases.
+REDIS_URL = os.environ.get("PARLEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 
 @pytest.fixture
