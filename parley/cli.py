@@ -30,12 +30,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument(
         "--concurrency", type=int, default=None, help="generations in flight per process"
     )
+    commands.add_parser("keygen", help="print a new PARLEY_ENCRYPTION_KEY")
     args = parser.parse_args(argv)
 
+    if args.command == "keygen":
+        from privacy.crypto import generate_key
+
+        print(generate_key())
+        return 0
     try:
         settings = load_settings()
+        settings.require_encryption_key()
         if args.command == "serve":
-            settings.require_slack(socket_mode=args.socket_mode)
+            settings.require_platform(socket_mode=args.socket_mode)
     except SettingsError as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return 2
@@ -87,6 +94,7 @@ async def _serve(settings: Settings, *, socket_mode: bool) -> None:
 
     from bots.slack.inbound import create_slack_app, slack_routes
     from parley.server import create_web_app
+    from privacy.crypto import Sealer
     from workers.celery_app import create_celery, publisher
     from workers.intake import QueueIntake
     from workers.runtime import redis_client
@@ -97,10 +105,16 @@ async def _serve(settings: Settings, *, socket_mode: bool) -> None:
     intake = QueueIntake(
         redis,
         publisher(celery, settings),
+        Sealer(settings.require_encryption_key()),
         dedupe_ttl=settings.dedupe_ttl_seconds,
         thread_ttl=settings.memory_ttl_seconds,
     )
-    slack = create_slack_app(settings, intake, socket_mode=socket_mode)
+    routes: list[web.RouteDef] = []
+    slack = None
+    if settings.slack_enabled or socket_mode:
+        slack = create_slack_app(settings, intake, socket_mode=socket_mode)
+        if not socket_mode:
+            routes += slack_routes(slack, settings)
 
     async def broker_check() -> None:
         def connect() -> None:
@@ -109,20 +123,20 @@ async def _serve(settings: Settings, *, socket_mode: bool) -> None:
 
         await asyncio.to_thread(connect)
 
-    routes = [] if socket_mode else slack_routes(slack, settings)
     app = create_web_app(routes=routes, redis=redis, broker_check=broker_check)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     log.info(
-        "listening on http://%s:%d (POST /slack/events, GET /healthz, GET /readyz)",
+        "listening on http://%s:%d (%s, GET /healthz, GET /readyz)",
         settings.host,
         settings.port,
+        ", ".join(f"{r.method} {r.path}" for r in routes) or "no webhook routes",
     )
 
     handler = None
-    if socket_mode:
+    if socket_mode and slack is not None:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
         assert settings.slack_app_token is not None

@@ -171,6 +171,16 @@ class Settings(BaseSettings):
                 )
         return value
 
+    def require_encryption_key(self) -> bytes:
+        key = self.encryption_key_bytes
+        if key is None:
+            raise SettingsError(
+                "PARLEY_ENCRYPTION_KEY not set. Parley encrypts queued messages, memory and "
+                "placeholder maps with it; generate one with `parley keygen` and give the same "
+                "key to `parley serve` and every `parley worker`."
+            )
+        return key
+
     @property
     def encryption_key_bytes(self) -> bytes | None:
         if self.encryption_key is None:
@@ -201,6 +211,41 @@ class Settings(BaseSettings):
                 "PARLEY_GENERATION_TIMEOUT + retry delays), or slow answers are started twice"
             )
         return self
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_bot_token or self.slack_signing_secret or self.slack_app_token)
+
+    @property
+    def teams_enabled(self) -> bool:
+        return bool(self.microsoft_app_id) or self.teams_allow_anonymous
+
+    def require_platform(self, *, socket_mode: bool = False) -> None:
+        """`parley serve` needs at least one chat platform, each completely configured."""
+        if socket_mode or self.slack_enabled:
+            self.require_slack(socket_mode=socket_mode)
+        if self.teams_enabled:
+            self.require_teams()
+        if not (socket_mode or self.slack_enabled or self.teams_enabled):
+            raise SettingsError(
+                "No chat platform configured. For Slack set SLACK_BOT_TOKEN and "
+                "SLACK_SIGNING_SECRET; for Teams set MicrosoftAppId, MicrosoftAppPassword and "
+                "MicrosoftAppTenantId. See README.md."
+            )
+
+    def require_teams(self) -> None:
+        if self.teams_allow_anonymous and not self.microsoft_app_id:
+            return
+        missing = []
+        if self.microsoft_app_type != "UserAssignedMSI" and not self.microsoft_app_password:
+            missing.append("MicrosoftAppPassword")
+        if self.microsoft_app_type != "MultiTenant" and not self.microsoft_app_tenant_id:
+            missing.append("MicrosoftAppTenantId")
+        if missing:
+            raise SettingsError(
+                f"{', '.join(missing)} not set for MicrosoftAppType={self.microsoft_app_type}. "
+                "Copy them from your Azure Bot registration (Configuration page); see README.md."
+            )
 
     def require_slack(self, *, socket_mode: bool = False) -> None:
         """Fail with one clear message when the Slack credentials a mode needs are missing."""

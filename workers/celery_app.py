@@ -17,8 +17,10 @@ from celery.signals import worker_shutdown
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from parley.message import InboundMessage
 from parley.settings import Settings
+from privacy.crypto import Sealer, SealError
+from workers.intake import Publish
+from workers.payload import open_message
 from workers.pipeline import TryLater
 from workers.runtime import WorkerRuntime
 
@@ -60,6 +62,7 @@ def create_celery(settings: Settings) -> Celery:
             "interval_max": 0.5,
         },
     )
+    sealer = Sealer(settings.require_encryption_key())
     runtime_lock = threading.Lock()
     runtimes: list[WorkerRuntime] = []
 
@@ -78,10 +81,17 @@ def create_celery(settings: Settings) -> Celery:
     @app.task(name=ANSWER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
     def answer(self: Task[Any, Any], payload: dict[str, Any]) -> str:
         try:
-            message = InboundMessage.model_validate(payload)
+            message = open_message(payload, sealer)
         except ValidationError as exc:
             # Nothing can be answered from a malformed payload; keeping it would loop.
             log.error("dropping a malformed task payload: %s", exc.errors(include_input=False))
+            return "malformed"
+        except (ValueError, SealError) as exc:
+            log.error(
+                "dropping a task whose text cannot be opened (%s); do the ingress and "
+                "the workers share PARLEY_ENCRYPTION_KEY?",
+                exc.__class__.__name__,
+            )
             return "malformed"
         try:
             return runtime().answer(message).value
@@ -93,7 +103,7 @@ def create_celery(settings: Settings) -> Celery:
     return app
 
 
-def publisher(app: Celery, settings: Settings) -> Any:
+def publisher(app: Celery, settings: Settings) -> Publish:
     """An async publish function for the ingress; the blocking publish runs off the loop."""
 
     async def publish(payload: dict[str, Any]) -> None:

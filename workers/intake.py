@@ -15,7 +15,9 @@ from redis.exceptions import RedisError
 
 from bots.base import IntakeUnavailable
 from parley.message import InboundMessage
+from privacy.crypto import Sealer
 from workers import keys
+from workers.payload import seal_message
 
 log = logging.getLogger(__name__)
 
@@ -27,12 +29,14 @@ class QueueIntake:
         self,
         redis: Redis,
         publish: Publish,
+        sealer: Sealer,
         *,
         dedupe_ttl: int,
         thread_ttl: int,
     ) -> None:
         self._redis = redis
         self._publish = publish
+        self._sealer = sealer
         self._dedupe_ttl = dedupe_ttl
         self._thread_ttl = thread_ttl
 
@@ -51,7 +55,7 @@ class QueueIntake:
                 pipe.expire(order_key, self._thread_ttl)
                 pipe.set(keys.active_thread(message.thread_key), "1", ex=self._thread_ttl)
                 await pipe.execute()
-            await self._publish(message.model_dump(mode="json"))
+            await self._publish(seal_message(message, self._sealer))
         except Exception as exc:
             # Undo the claim so that the platform's retry of this delivery goes through:
             # a dropped retry would lose a message nobody answered.

@@ -35,3 +35,8 @@ def reply(message_key: str) -> str:
 def lease(message_key: str) -> str:
     """Held by the one worker currently answering a message."""
     return f"{PREFIX}:lease:{message_key}"
+
+
+def user_threads(platform: str, tenant: str, user: str) -> str:
+    """The threads a user wrote in, so that "forget me" finds everything about them."""
+    return f"{PREFIX}:user-threads:{platform}:{tenant}:{user}"

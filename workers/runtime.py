@@ -22,6 +22,7 @@ from llm.retry import RetryPolicy
 from llm.tgi import create_model
 from parley.message import InboundMessage
 from parley.settings import Settings
+from privacy.crypto import Sealer
 from workers.ledger import ReplyLedger
 from workers.memory import ThreadMemory
 from workers.ordering import ThreadOrder
@@ -86,7 +87,12 @@ class WorkerRuntime:
             redis=redis,
             model=create_model(s),
             outbound=self._outbound,
-            memory=ThreadMemory(redis, ttl=s.memory_ttl_seconds, max_turns=s.memory_max_turns),
+            memory=ThreadMemory(
+                redis,
+                Sealer(s.require_encryption_key()),
+                ttl=s.memory_ttl_seconds,
+                max_turns=s.memory_max_turns,
+            ),
             order=ThreadOrder(redis, max_wait=s.visibility_timeout + s.longest_task_seconds),
             ledger=ReplyLedger(redis, ttl=s.dedupe_ttl_seconds, lease_ttl=lease_seconds(s)),
             system_prompt=s.system_prompt,

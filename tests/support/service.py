@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support import slack_events
+from tests.support.config import ENCRYPTION_KEY
 from tests.support.processes import ParleyProcess, free_port
 
 
@@ -19,6 +20,7 @@ def parley_env(
 ) -> dict[str, str]:
     """Settings for test processes: fast retries and throttles, loopback fakes only."""
     env = {
+        "PARLEY_ENCRYPTION_KEY": ENCRYPTION_KEY,
         "SLACK_BOT_TOKEN": slack_events.BOT_TOKEN,
         "SLACK_SIGNING_SECRET": slack_events.SIGNING_SECRET,
         "SLACK_APP_TOKEN": slack_events.APP_TOKEN,

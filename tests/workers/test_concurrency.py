@@ -10,10 +10,10 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from parley.message import InboundMessage
-from parley.settings import Settings
 from tests.conftest import slack_for_parley
 from tests.fakes.tgi import FakeTGI
 from tests.support import slack_events as ev
+from tests.support.config import make_sealer, make_settings
 from tests.support.service import ParleyService, parley_env, wait_until
 from workers.celery_app import create_celery, publisher
 from workers.intake import QueueIntake
@@ -55,9 +55,13 @@ async def test_64_threads_at_once_finish_in_about_the_time_of_one(
         svc = ParleyService(env, tmp_path)
         try:
             svc.start_worker()
-            settings = Settings(redis_url=redis_url, queue_name=env["PARLEY_QUEUE"])
+            settings = make_settings(redis_url=redis_url, queue_name=env["PARLEY_QUEUE"])
             intake = QueueIntake(
-                aredis, publisher(create_celery(settings), settings), dedupe_ttl=600, thread_ttl=600
+                aredis,
+                publisher(create_celery(settings), settings),
+                make_sealer(),
+                dedupe_ttl=600,
+                thread_ttl=600,
             )
 
             def finished(n: int) -> bool:

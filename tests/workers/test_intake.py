@@ -10,11 +10,12 @@ from redis.asyncio import Redis
 
 from bots.base import IntakeUnavailable
 from parley.message import InboundMessage
-from parley.settings import Settings
+from tests.support.config import make_sealer, make_settings
 from tests.support.processes import free_port
 from workers import keys
 from workers.celery_app import ANSWER_TASK, create_celery, publisher
 from workers.intake import QueueIntake
+from workers.payload import open_message
 
 
 def _message(ts: str = "1700000000.000100", thread: str | None = None) -> InboundMessage:
@@ -32,9 +33,11 @@ def _message(ts: str = "1700000000.000100", thread: str | None = None) -> Inboun
 
 
 def _intake(redis: Redis, broker_url: str) -> QueueIntake:
-    settings = Settings(redis_url=broker_url, queue_name="intake-test")
+    settings = make_settings(redis_url=broker_url, queue_name="intake-test")
     app = create_celery(settings)
-    return QueueIntake(redis, publisher(app, settings), dedupe_ttl=600, thread_ttl=600)
+    return QueueIntake(
+        redis, publisher(app, settings), make_sealer(), dedupe_ttl=600, thread_ttl=600
+    )
 
 
 def _queued(sync_redis: Any) -> list[dict[str, Any]]:
@@ -58,7 +61,8 @@ async def test_a_message_is_queued_once_in_its_threads_order(
     assert not await intake.submit(first), "a redelivery is a duplicate"
 
     queued = _queued(sync_redis)
-    assert [InboundMessage.model_validate(t) for t in queued] == [first, follow_up]
+    assert [open_message(t, make_sealer()) for t in queued] == [first, follow_up]
+    assert all("VPN" not in json.dumps(t) for t in queued), "the broker holds no clear text"
     assert await aredis.lrange(keys.thread_queue(first.thread_key), 0, -1) == [
         first.message_key,
         follow_up.message_key,
@@ -84,7 +88,11 @@ async def test_a_failed_publish_undoes_the_claim_so_the_retry_goes_through(
 async def test_redis_down_is_reported_as_unavailable() -> None:
     down = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     intake = QueueIntake(
-        down, publisher(create_celery(Settings()), Settings()), dedupe_ttl=60, thread_ttl=60
+        down,
+        publisher(create_celery(make_settings()), make_settings()),
+        make_sealer(),
+        dedupe_ttl=60,
+        thread_ttl=60,
     )
     with pytest.raises(IntakeUnavailable):
         await intake.submit(_message())

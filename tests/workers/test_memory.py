@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
+from tests.support.config import make_sealer
 from workers.memory import ThreadMemory, Turn
 
 THREAD = "slack:T1:C1:100.1"
 
 
 async def test_turns_round_trip_trimmed_with_ttl(aredis: Redis) -> None:
-    memory = ThreadMemory(aredis, ttl=120, max_turns=4)
+    memory = ThreadMemory(aredis, make_sealer(), ttl=120, max_turns=4)
     for i in range(3):
         async with aredis.pipeline(transaction=True) as pipe:
             memory.stage_append(

@@ -15,6 +15,7 @@ from parley.settings import Settings
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.tgi import FakeTGI
 from tests.support import slack_events as ev
+from tests.support.config import make_settings
 from workers import keys
 from workers.pipeline import MSG_MODEL_DOWN, MSG_REJECTED, Outcome, TryLater
 from workers.runtime import WorkerRuntime
@@ -37,7 +38,7 @@ def _settings(redis_url: str, tgi: FakeTGI, slack: FakeSlack, **overrides: Any) 
         "visibility_timeout": 30,
     }
     values.update(overrides)
-    return Settings(**values)
+    return make_settings(**values)
 
 
 @pytest.fixture

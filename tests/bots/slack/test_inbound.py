@@ -19,15 +19,17 @@ from parley.server import create_web_app
 from parley.settings import Settings
 from tests.fakes.slack_api import FakeSlack
 from tests.support import slack_events as ev
+from tests.support.config import make_sealer, make_settings
 from tests.support.processes import free_port
 from workers.celery_app import create_celery, publisher
 from workers.intake import QueueIntake
+from workers.payload import open_message
 
 QUEUE = "inbound-test"
 
 
 def _settings(redis_url: str, slack_url: str) -> Settings:
-    return Settings(
+    return make_settings(
         slack_bot_token=ev.BOT_TOKEN,
         slack_signing_secret=ev.SIGNING_SECRET,
         slack_api_url=slack_url,
@@ -38,7 +40,13 @@ def _settings(redis_url: str, slack_url: str) -> Settings:
 
 async def _client(settings: Settings, client_redis: Redis) -> TestClient[Any, Any]:
     celery = create_celery(settings)
-    intake = QueueIntake(client_redis, publisher(celery, settings), dedupe_ttl=600, thread_ttl=600)
+    intake = QueueIntake(
+        client_redis,
+        publisher(celery, settings),
+        make_sealer(),
+        dedupe_ttl=600,
+        thread_ttl=600,
+    )
     slack = create_slack_app(settings, intake)
     client: TestClient[Any, Any] = TestClient(
         TestServer(
@@ -64,7 +72,7 @@ def _queued(sync_redis: redis.Redis) -> list[dict[str, Any]]:
     # Kombu LPUSHes and workers BRPOP: consumption order is from the tail.
     for raw in reversed(sync_redis.lrange(QUEUE, 0, -1)):
         args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
-        out.append(args[0])
+        out.append(open_message(args[0], make_sealer()).model_dump())
     return out
 
 
