@@ -32,11 +32,23 @@ from llm.base import (
 from llm.budget import fit_history
 from llm.retry import RetryPolicy
 from parley.message import InboundMessage
+from privacy.recognizers import redact_secrets
+from privacy.redactor import Redactor, restore_text
+from workers import keys
 from workers.ledger import ReplyLedger
 from workers.memory import ThreadMemory, Turn
 from workers.ordering import ThreadOrder
 
 log = logging.getLogger(__name__)
+
+# Appended to every system prompt, the admin's own included, so placeholders survive.
+PLACEHOLDER_NOTE = (
+    "Personal data in this conversation has been replaced by placeholders such as <PERSON_1> "
+    "or <EMAIL_ADDRESS_1>. Use a placeholder exactly as written when you refer to that value; "
+    "never guess or invent the value behind it."
+)
+
+Display = Callable[[str, bool], str]  # (model text, still streaming) -> what people see
 
 
 class Outcome(Enum):
@@ -99,6 +111,9 @@ class Pipeline:
     system_prompt: str
     params: GenerationParams
     retry: RetryPolicy
+    redactor: Redactor
+    restore_personal_data: bool
+    user_index_ttl: int
 
     async def answer(self, message: InboundMessage) -> Outcome:
         key = message.message_key
@@ -131,8 +146,14 @@ class Pipeline:
         except DeliveryError as exc:
             return await self._undeliverable(message, exc)
         try:
-            user_tokens, prompt = await self._prompt(message)
-            text = await self._generate(prompt, reply)
+            redaction = await self.redactor.redact(
+                message.thread_key, message.text, user=message.user
+            )
+            if redaction.counts:
+                log.info("message %s: redacted %s", key, redaction.counts)
+            show = await self._display(message.thread_key)
+            user_tokens, prompt = await self._prompt(message.thread_key, redaction.text)
+            text = await self._generate(prompt, reply, show)
         except AnswerFailed as failure:
             log.warning("message %s: %s", key, failure)
             return await self._fail(message, reply, failure.user_message)
@@ -142,19 +163,23 @@ class Pipeline:
             log.exception("message %s: unexpected error while answering", key)
             return await self._fail(message, reply, MSG_INTERNAL)
         try:
-            await reply.finish(text)
+            await reply.finish(show(text, False))
         except DeliveryError as exc:
             return await self._undeliverable(message, exc)
         answer_tokens = await self.model.count_tokens(text)
+        user_threads = keys.user_threads(message.platform, message.tenant, message.user)
         async with self.redis.pipeline(transaction=True) as pipe:
+            # Memory keeps what the model saw and said: placeholders, never the values.
             self.memory.stage_append(
                 pipe,
                 message.thread_key,
                 [
-                    Turn("user", message.text, user_tokens, key),
+                    Turn("user", redaction.text, user_tokens, key, user=message.user),
                     Turn("assistant", text, answer_tokens, key),
                 ],
             )
+            pipe.sadd(user_threads, message.thread_key)
+            pipe.expire(user_threads, self.user_index_ttl)
             self.ledger.stage_finished(pipe, key, Outcome.ANSWERED.value)
             await pipe.execute()
         log.info(
@@ -165,11 +190,21 @@ class Pipeline:
         )
         return Outcome.ANSWERED
 
-    async def _prompt(self, message: InboundMessage) -> tuple[int, list[ChatMessage]]:
-        """System prompt + as much recent history as fits + the new message."""
-        system_tokens = await self.model.count_tokens(self.system_prompt)
-        user_tokens = await self.model.count_tokens(message.text)
-        history = await self.memory.load(message.thread_key)
+    async def _display(self, thread_key: str) -> Display:
+        """How model text is shown: secrets withheld, people's own values put back."""
+        values = await self.redactor.restorable(thread_key) if self.restore_personal_data else {}
+
+        def show(text: str, partial: bool) -> str:
+            return restore_text(redact_secrets(text), values, partial=partial)
+
+        return show
+
+    async def _prompt(self, thread_key: str, text: str) -> tuple[int, list[ChatMessage]]:
+        """System prompt + as much recent history as fits + the new (redacted) message."""
+        system_prompt = f"{self.system_prompt}\n\n{PLACEHOLDER_NOTE}"
+        system_tokens = await self.model.count_tokens(system_prompt)
+        user_tokens = await self.model.count_tokens(text)
+        history = await self.memory.load(thread_key)
         per_message = self.model.prompt_overhead_tokens(1) - self.model.prompt_overhead_tokens(0)
         fixed = system_tokens + user_tokens + self.model.prompt_overhead_tokens(2)
         available = self.model.context_tokens - self.params.max_new_tokens - fixed
@@ -184,12 +219,12 @@ class Pipeline:
         )
         kept = history[len(history) - keep :] if keep else []
         return user_tokens, [
-            ChatMessage("system", self.system_prompt),
+            ChatMessage("system", system_prompt),
             *(ChatMessage(turn.role, turn.content) for turn in kept),
-            ChatMessage("user", message.text),
+            ChatMessage("user", text),
         ]
 
-    async def _generate(self, prompt: list[ChatMessage], reply: Reply) -> str:
+    async def _generate(self, prompt: list[ChatMessage], reply: Reply, show: Display) -> str:
         """Stream the answer into the reply; retry transient model errors with backoff.
 
         A retry starts the text over; the reply replaces what it showed.
@@ -200,7 +235,7 @@ class Pipeline:
             try:
                 async for chunk in self.model.stream(prompt, self.params):
                     text += chunk
-                    await reply.update(text)
+                    await reply.update(show(text, True))
                 if text.strip():
                     return text
                 raise AnswerFailed(MSG_REJECTED, "the model returned an empty answer")

@@ -23,6 +23,7 @@ from llm.tgi import create_model
 from parley.message import InboundMessage
 from parley.settings import Settings
 from privacy.crypto import Sealer
+from privacy.redactor import create_redactor
 from workers.ledger import ReplyLedger
 from workers.memory import ThreadMemory
 from workers.ordering import ThreadOrder
@@ -103,6 +104,9 @@ class WorkerRuntime:
                 repetition_penalty=s.repetition_penalty,
             ),
             retry=RetryPolicy.from_settings(s),
+            redactor=create_redactor(s, redis),
+            restore_personal_data=s.restore_personal_data,
+            user_index_ttl=s.memory_ttl_seconds,
         )
 
     def _outbound(self, platform: str) -> Outbound:
