@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from bots.base import Outbound
 from bots.registry import outbound_factory
+from guardrails.limits import RateLimiter
 from llm.base import GenerationParams
 from llm.retry import RetryPolicy
 from llm.tgi import create_model
@@ -107,6 +108,9 @@ class WorkerRuntime:
             redactor=create_redactor(s, redis),
             restore_personal_data=s.restore_personal_data,
             user_index_ttl=s.memory_ttl_seconds,
+            limiter=RateLimiter.from_settings(s, redis),
+            max_message_chars=s.max_message_chars,
+            injection_action=s.injection_action,
         )
 
     def _outbound(self, platform: str) -> Outbound:
