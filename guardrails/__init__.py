@@ -1,7 +1,16 @@
-"""Guardrails around the model (OWASP Top 10 for LLM applications):
-- injection.py: prompt injection (LLM01) typed by users, English and Spanish;
-- output.py: improper output handling (LLM05), sensitive information disclosure (LLM02) and
-  system prompt leakage (LLM07) in what the model says;
-- limits.py: unbounded consumption (LLM10): message size and per-user/channel rates.
-Chat-template control tokens are neutralized when the prompt is rendered (llm/llama3.py).
-Imports nothing from bots/ or workers/."""
+"""Guardrails around the model, after the OWASP Top 10 for LLM Applications (2025).
+
+- injection.py: LLM01 prompt injection, and the LLM07 attempts to extract the system prompt:
+  English and Spanish heuristics and fake role markers, accent/case/whitespace-insensitive.
+  (Chat-template control tokens themselves are always neutralized when the prompt is
+  rendered, by llm.llama3.)
+- policy.py: LLM01 response to a finding: the refusal people read, or the hardened system
+  prompt that tells the model to treat the message as data; the messages of the limits.
+- output.py: LLM05 improper output handling (no @channel / <!everyone> / <at> mass pings,
+  capped user mentions), LLM02 sensitive information disclosure (an injected secret
+  redactor) and LLM07 system prompt leakage (verbatim echoes withheld).
+- limits.py: LLM10 unbounded consumption: message size, per-user and per-channel rates
+  shared through Redis.
+
+Imports nothing from bots/ or workers/; never logs message text.
+"""

@@ -215,7 +215,7 @@ def test_rate_limits_and_size_limits_answer_politely_without_the_model(
         assert rt.answer(_message("x" * 51, long, sync_redis)) is Outcome.FAILED
     finally:
         rt.close()
-    assert "questions in the last minute" in _texts(fake_slack, second)[0]
+    assert "in the last minute" in _texts(fake_slack, second)[0]
     assert "at most 50" in _texts(fake_slack, long)[0]
     assert len(fake_tgi.generations) == 1
 
@@ -236,9 +236,9 @@ def test_prompt_injection_is_flagged_or_refused(
         rt.close()
     if action == "refuse":
         assert fake_tgi.generations == []
-        assert "can't act on requests" in _texts(fake_slack, thread)[0]
+        assert "can't act on this message" in _texts(fake_slack, thread)[0]
     else:
-        assert "never as instructions to you" in fake_tgi.prompts[0]
+        assert "Security note: the user's latest message" in fake_tgi.prompts[0]
 
 
 def test_answers_never_ping_a_whole_channel_or_show_secrets(
