@@ -68,11 +68,9 @@ def _configure_logging(settings: Settings) -> None:
         level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
-    # Libraries log request bodies at DEBUG; keep them quiet even when we debug.
-    for noisy in ("slack_bolt", "slack_sdk", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(
-            max(logging.INFO, logging.getLevelName(settings.log_level))
-        )
+    # slack_sdk logs request bodies (message text) at DEBUG; keep it quiet even when we debug.
+    for noisy in ("slack_sdk", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def _check_redis(settings: Settings) -> None:
@@ -115,6 +113,10 @@ async def _serve(settings: Settings, *, socket_mode: bool) -> None:
         slack = create_slack_app(settings, intake, socket_mode=socket_mode)
         if not socket_mode:
             routes += slack_routes(slack, settings)
+    if settings.teams_enabled:
+        from bots.teams.inbound import teams_routes
+
+        routes += teams_routes(settings, intake)
 
     async def broker_check() -> None:
         def connect() -> None:

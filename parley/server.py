@@ -1,7 +1,7 @@
 """`parley serve`: the HTTP ingress. Verifies, normalizes, deduplicates, enqueues, answers.
 
-Routes: POST /slack/events (Events API and slash commands), GET /healthz (the process is
-up), GET /readyz (Redis and the broker are reachable).
+Routes: each platform's webhook (POST /slack/events, POST /api/messages for Teams),
+GET /healthz (the process is up), GET /readyz (Redis and the broker are reachable).
 """
 
 from __future__ import annotations

@@ -114,7 +114,9 @@ def test_retries_and_the_mention_message_pair_make_one_answer(
 def test_a_bad_signature_gets_401_and_enqueues_nothing(
     service: ParleyService, sync_redis: redis.Redis, fake_tgi: FakeTGI
 ) -> None:
-    body = slack_events.body_of(slack_events.envelope(slack_events.mention("hello")))
+    body = slack_events.body_of(
+        slack_events.envelope(slack_events.mention("forged question about payroll"))
+    )
     forged = slack_events.sign(body, secret="not-the-secret")
     stale = slack_events.sign(body, timestamp=int(__import__("time").time()) - 600)
     unsigned = {"Content-Type": "application/json"}
@@ -123,6 +125,7 @@ def test_a_bad_signature_gets_401_and_enqueues_nothing(
         assert status == 401
     assert sync_redis.keys("parley:*") == []
     assert sync_redis.llen("parley-test") == 0
+    assert "payroll" not in service.logs(), "refused bodies are not logged either"
     assert fake_tgi.generations == []
 
 

@@ -38,6 +38,7 @@ def create_slack_app(settings: Settings, intake: Intake, *, socket_mode: bool = 
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     secret = settings.slack_signing_secret
     app = AsyncApp(
+        logger=_bolt_logger(),
         client=AsyncWebClient(token=token, base_url=settings.slack_api_url),
         signing_secret=secret.get_secret_value() if secret else None,
         process_before_response=True,
@@ -97,6 +98,15 @@ def create_slack_app(settings: Settings, intake: Intake, *, socket_mode: bool = 
             log.error("error handling a Slack request: %r", error)
 
     return app
+
+
+def _bolt_logger() -> logging.Logger:
+    """Bolt copies this logger's level into its middleware loggers. Its request verification
+    logs the whole body (message text) at INFO when a signature is invalid: keep only
+    warnings and errors."""
+    bolt_log = logging.getLogger("bots.slack.bolt")
+    bolt_log.setLevel(logging.WARNING)
+    return bolt_log
 
 
 def slack_routes(app: AsyncApp, settings: Settings) -> list[web.RouteDef]:

@@ -1,0 +1,858 @@
+"""Teams' outbound half: write one answer into the conversation it was asked in.
+
+The worker continues the conversation proactively from the ConversationReference the
+ingress stored in `reply_to`, with a token it acquires itself (client credentials against
+PARLEY_TEAMS_LOGIN_URL, cached until shortly before it expires). Calls go straight to the
+Bot Connector REST API over aiohttp: botbuilder's ConnectorClient and its MSAL credentials
+cannot be pointed at a local login endpoint, and hide the status and Retry-After of a
+refused call, which the retries below need. botbuilder still supplies the activity schema.
+
+How an answer shows while it is generated:
+- personal chats ("stream"): Teams' streaming protocol. An informative typing activity at
+  once (the typing indicator, "Thinking…"), whose id is the streamId; then typing
+  activities with streamType "streaming" and an increasing streamSequence, each holding all
+  the text so far, at most one per PARLEY_REPLY_UPDATE_INTERVAL; then a message activity
+  with streamType "final". The streaming fields go both in a streaminfo entity and in
+  channelData, as Teams' own SDKs send them;
+- channels and group chats, which cannot stream (PARLEY_TEAMS_CHANNEL_REPLY): "update"
+  posts "Thinking…" at once and edits it (update_activity) at most once per interval;
+  "once" shows the typing indicator and sends the answer when it is complete.
+Channel replies go to the thread: the reference's conversation id carries
+`;messageid=<root>`. Answers longer than one message continue in further messages.
+
+Every message is recorded through `save_state` as soon as it exists, so a task that crashed
+and runs again takes over the same messages instead of posting a second answer. Calls
+refused with 429, 412, 502, 503 or 504 are retried with backoff, honouring Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import email.utils
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+from urllib.parse import quote
+
+import aiohttp
+from botbuilder.core import TurnContext
+from botbuilder.schema import (
+    Activity,
+    ActivityTypes,
+    ConversationReference,
+)
+from botframework.connector.auth import AuthenticationConstants
+
+from bots.base import DeliveryError, ReplyState, SaveReplyState
+from bots.slack.split import split_message
+from parley.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["stream", "update", "once"]
+
+THINKING = "_Thinking…_"
+INFORMATIVE = "Thinking…"  # the streaming progress line (at most 1000 characters)
+MORE = "…"  # a message kept for a part of the answer not written yet
+EMPTY = "_(no answer)_"
+
+MESSAGE_LIMIT = 20_000
+"""Characters per message. Teams refuses messages above about 100 KB counted in UTF-16
+(413 MessageSizeTooBig) and advises staying under 80 KB; 20,000 characters are at most
+80 KB in UTF-16 whatever the script (and about 40 KB for most text)."""
+
+HTTP_TIMEOUT = 30.0
+MAX_RETRIES = 5
+RETRY_BASE_DELAY = 0.5
+RETRY_MAX_DELAY = 8.0
+MAX_RETRY_AFTER = 60.0  # a longer Retry-After ends the call; the task runs again later
+TYPING_REFRESH = 3.0  # Teams hides a typing indicator after a few seconds
+# Teams ends a stream that is still open after two minutes ("Content stream finished due to
+# exceeded streaming time"); before that, the answer is finalized and edited from then on.
+STREAM_TIME_LIMIT = 100.0
+TOKEN_MARGIN = 300.0  # a token is renewed this long before it expires
+TOKEN_SCOPE = f"{AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE}/.default"
+MULTI_TENANT = "botframework.com"
+
+RETRY_STATUSES = frozenset({412, 429, 502, 503, 504})
+TRANSIENT_STATUSES = RETRY_STATUSES | {408, 500}
+
+_SHORTCODES = {
+    ":warning:": "⚠️",
+    ":hourglass:": "⌛",
+    ":scissors:": "✂️",
+    ":no_entry:": "⛔",
+    ":lock:": "🔒",
+    ":white_check_mark:": "✅",
+}
+_SHORTCODE = re.compile(r":[a-z0-9_+-]+:")
+
+
+class TeamsDeliveryError(DeliveryError):
+    """A Bot Connector (or login) call failed for good: its own retries are spent or the
+    refusal is final. `status` is None when no HTTP answer came back."""
+
+    def __init__(
+        self,
+        operation: str,
+        status: int | None,
+        code: str,
+        detail: str = "",
+        *,
+        transient: bool | None = None,
+    ) -> None:
+        super().__init__(f"Teams {operation} failed: {status or 'no response'} {code}".rstrip())
+        self.operation = operation
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self._transient = transient
+
+    @property
+    def retryable(self) -> bool:
+        """True when trying the whole reply again later may succeed."""
+        if self._transient is not None:
+            return self._transient
+        return self.status is None or self.status in TRANSIENT_STATUSES
+
+    @property
+    def stream_refused(self) -> bool:
+        """403 ContentStreamNotAllowed: no streaming here, or this stream has ended."""
+        return self.status == 403 and self.code == "ContentStreamNotAllowed"
+
+    @property
+    def stream_cancelled(self) -> bool:
+        """The user pressed Stop on the streaming answer."""
+        return self.stream_refused and "cancel" in self.detail.lower()
+
+
+class _Cancelled(Exception):
+    pass
+
+
+# -- HTTP ------------------------------------------------------------------------------
+
+
+class _Tokens:
+    """Client-credentials tokens for the Bot Connector, cached until shortly before expiry."""
+
+    def __init__(self, url: str, app_id: str, password: str) -> None:
+        self.url = url
+        self._form = {
+            "grant_type": "client_credentials",
+            "client_id": app_id,
+            "client_secret": password,
+            "scope": TOKEN_SCOPE,
+        }
+        self._token: str | None = None
+        self._valid_until = 0.0
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+    async def get(self, http: _Http) -> str:
+        if self._token is not None and time.monotonic() < self._valid_until:
+            return self._token
+        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            if self._token is not None and time.monotonic() < self._valid_until:
+                return self._token
+            body = await http.request("token", "POST", self.url, form=self._form, auth=False)
+            token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
+            if not isinstance(token, str) or not token:
+                raise TeamsDeliveryError("token", 200, "no_access_token")
+            try:
+                seconds = float(lifetime)
+            except (TypeError, ValueError):
+                seconds = 3600.0
+            self._token = token
+            self._valid_until = time.monotonic() + seconds - min(TOKEN_MARGIN, seconds / 2)
+            log.info("acquired a Bot Connector token valid for %.0fs", seconds)
+            return token
+
+    def invalidate(self, token: str) -> None:
+        if self._token == token:
+            self._token = None
+
+
+class _Http:
+    """One aiohttp session per event loop, the outbound token, retries, typed errors."""
+
+    def __init__(
+        self,
+        tokens: _Tokens | None,
+        *,
+        max_retries: int = MAX_RETRIES,
+        base_delay: float = RETRY_BASE_DELAY,
+        max_delay: float = RETRY_MAX_DELAY,
+    ) -> None:
+        self.tokens = tokens
+        self._max_retries = max_retries
+        self._base_delay = base_delay
+        self._max_delay = max_delay
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
+
+    def _ready(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT))
+            self._session_loop = loop
+        return self._session
+
+    async def request(
+        self,
+        op: str,
+        method: str,
+        url: str,
+        *,
+        payload: Mapping[str, Any] | None = None,
+        form: Mapping[str, str] | None = None,
+        auth: bool = True,
+        where: str = "",
+    ) -> dict[str, Any]:
+        attempt = 0
+        renewed = False
+        while True:
+            headers: dict[str, str] = {}
+            token = None
+            if auth and self.tokens is not None:
+                token = await self.tokens.get(self)
+                headers["Authorization"] = f"Bearer {token}"
+            retry_after: str | None = None
+            try:
+                async with self._ready().request(
+                    method, url, json=payload, data=form, headers=headers
+                ) as resp:
+                    status: int | None = resp.status
+                    body = await resp.read()
+                    retry_after = resp.headers.get("Retry-After")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, body = None, type(exc).__name__.encode()
+            if status is not None and status < 300:
+                return _json_object(body)
+            if status == 401 and token is not None and not renewed and self.tokens is not None:
+                self.tokens.invalidate(token)  # revoked or rotated: one more try, new token
+                renewed = True
+                continue
+            code, detail = _error_of(status, body)
+            if (status is None or status in RETRY_STATUSES) and attempt < self._max_retries:
+                delay = self._delay(attempt, retry_after)
+                if delay is not None:
+                    log.info("Teams %s got %s; retry %d in %.2fs", op, status, attempt + 1, delay)
+                    await asyncio.sleep(delay)
+                    attempt += 1
+                    continue
+            if not (status == 403 and code == "ContentStreamNotAllowed"):
+                log.warning("Teams %s failed%s: %s %s", op, where, status or "no response", code)
+            raise TeamsDeliveryError(op, status, code, detail)
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float | None:
+        """Seconds to wait before the next try, None when Retry-After asks for too long."""
+        if retry_after is not None and (seconds := _parse_retry_after(retry_after)) is not None:
+            return seconds if seconds <= MAX_RETRY_AFTER else None
+        backoff: float = min(self._max_delay, self._base_delay * 2.0**attempt)
+        return backoff * (0.5 + random.random() / 2)
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and self._session_loop is asyncio.get_running_loop():
+            await session.close()
+
+
+def _parse_retry_after(value: str) -> float | None:
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _error_of(status: int | None, body: bytes) -> tuple[str, str]:
+    """(code, message) of a refused call: Bot Connector's {"error": {"code", "message"}},
+    the login endpoint's {"error": "..."}, or the bare status."""
+    data = _json_object(body)
+    error = data.get("error")
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+        return str(code or f"http_{status}"), str(message or "")
+    if isinstance(error, str):
+        return error, str(data.get("error_description") or "")
+    if status is None:
+        return "connection_error", body.decode(errors="replace")
+    return f"http_{status}", ""
+
+
+# -- where the answer goes -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Address:
+    reference: Any  # botbuilder ConversationReference
+    service_url: str
+    conversation_id: str
+    kind: str  # "personal" | "channel" | "groupChat"
+    tenant: str | None
+
+    @classmethod
+    def parse(cls, reply_to: Mapping[str, Any]) -> _Address:
+        try:
+            reference = ConversationReference().deserialize(dict(reply_to))
+        except Exception:  # msrest's DeserializationError
+            raise TeamsDeliveryError(
+                "open_reply", None, "invalid_reply_to", transient=False
+            ) from None
+        conversation = reference.conversation
+        service_url, conversation_id = reference.service_url, getattr(conversation, "id", None)
+        if not (isinstance(service_url, str) and service_url.startswith(("https://", "http://"))):
+            raise TeamsDeliveryError("open_reply", None, "invalid_reply_to", transient=False)
+        if not (isinstance(conversation_id, str) and conversation_id):
+            raise TeamsDeliveryError("open_reply", None, "invalid_reply_to", transient=False)
+        raw_conversation = reply_to.get("conversation")
+        tenant = raw_conversation.get("tenantId") if isinstance(raw_conversation, dict) else None
+        kind = getattr(conversation, "conversation_type", None)
+        if kind not in ("personal", "channel", "groupChat"):
+            kind = "groupChat" if getattr(conversation, "is_group", False) else "personal"
+        return cls(
+            reference,
+            service_url,
+            conversation_id,
+            str(kind),
+            tenant if isinstance(tenant, str) and tenant else None,
+        )
+
+    @property
+    def where(self) -> str:
+        """For logs: the conversation, never any text."""
+        return f" in {self.kind} conversation {self.conversation_id}"
+
+    def url(self, activity_id: str | None = None) -> str:
+        base = self.service_url.rstrip("/")
+        url = f"{base}/v3/conversations/{quote(self.conversation_id, safe='')}/activities"
+        return f"{url}/{quote(activity_id, safe='')}" if activity_id else url
+
+    def activity(
+        self, kind: str, text: str | None = None, *, stream: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        activity = Activity(type=kind, text=text, text_format="markdown" if text else None)
+        activity = TurnContext.apply_conversation_reference(activity, copy.copy(self.reference))
+        data = cast(dict[str, Any], activity.serialize())
+        if self.tenant is not None:
+            data.setdefault("conversation", {})["tenantId"] = self.tenant
+        if stream is not None:
+            data["entities"] = [{"type": "streaminfo", **stream}]
+            data["channelData"] = dict(stream)
+        return data
+
+
+@dataclass(slots=True)
+class _Part:
+    """One message of the answer."""
+
+    id: str
+    streaming: bool = False  # an open stream (personal chats)
+    sent: str = ""  # the text it shows, or has streamed so far
+    sequence: int = 0  # the last streamSequence sent
+    opened_at: float = 0.0  # loop time the stream began
+
+
+def _clean(text: str) -> str:
+    return text.strip()
+
+
+def _split(text: str) -> list[str]:
+    """The messages of an answer. Trailing blanks go: stripping keeps "extends" intact."""
+    return [part for part in (p.rstrip() for p in split_message(text, MESSAGE_LIMIT)) if part]
+
+
+def _render_notice(text: str) -> str:
+    """A failure notice: Slack-style :shortcodes: (as the pipeline writes them) as emoji."""
+    return _SHORTCODE.sub(lambda m: _SHORTCODES.get(m.group(), m.group()), text).strip() or MORE
+
+
+# -- one reply -------------------------------------------------------------------------
+
+
+class TeamsReply:
+    """One answer in a conversation; see bots.base.Reply. Made by TeamsOutbound.open_reply.
+
+    update() only records the text: a background pump writes it out at most once per
+    interval, so generation never waits on Teams. An error of that pump is raised by the
+    next update(); finish() and fail() write synchronously and raise their own.
+    """
+
+    def __init__(
+        self,
+        http: _Http,
+        address: _Address,
+        *,
+        mode: Mode,
+        update_interval: float,
+        save_state: SaveReplyState,
+        tasks: set[asyncio.Task[None]],
+        stream_time_limit: float = STREAM_TIME_LIMIT,
+    ) -> None:
+        self._http = http
+        self._to = address
+        self._mode: Mode = mode
+        self._interval = update_interval
+        self._save_state = save_state
+        self._tasks = tasks
+        self._stream_time_limit = stream_time_limit
+        self._parts: list[_Part] = []
+        self._want = ""  # the latest text asked for
+        self._flushed = ""  # the text the messages show
+        self._next_at = 0.0
+        self._pump: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()
+        self._closing = False
+        self._closed = False
+        self._cancelled = False  # the user stopped the stream
+        self._error: Exception | None = None
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @property
+    def state(self) -> ReplyState:
+        """What save_state receives: enough to take the messages over after a crash."""
+        return {
+            "mode": self._mode,
+            "parts": [{"id": p.id, "streaming": p.streaming} for p in self._parts],
+        }
+
+    # -- Reply -------------------------------------------------------------------------
+
+    async def update(self, text: str) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._closing:
+            return
+        self._want = _clean(text)
+        if (self._pump is None or self._pump.done()) and self._want != self._flushed:
+            self._pump = asyncio.create_task(self._run_pump())
+            self._tasks.add(self._pump)
+            self._pump.add_done_callback(self._tasks.discard)
+
+    async def finish(self, text: str) -> None:
+        if self._closed:
+            return
+        await self._quiesce()
+        await self._flush(_clean(text), final=True)
+        self._closed = True
+
+    async def fail(self, text: str) -> None:
+        if self._closed:
+            return
+        await self._quiesce()
+        if not self._cancelled:
+            if self._mode == "stream":
+                self._mode = "update"  # _write closes the stream with the notice
+            await self._write([_render_notice(text)], final=True)
+        self._closed = True
+
+    # -- opening -----------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        """Show progress at once: a stream's informative update (the typing indicator of
+        personal chats), a placeholder message, or a typing indicator."""
+        if self._mode == "stream":
+            try:
+                await self._start_stream(INFORMATIVE, informative=True)
+            except TeamsDeliveryError as exc:
+                if not exc.stream_refused:
+                    raise
+                log.info("streaming refused%s: editing a message instead", self._to.where)
+                self._mode = "update"
+        if self._mode == "update":
+            await self._post(THINKING)
+        elif self._mode == "once":
+            await self._typing()
+        self._next_at = asyncio.get_running_loop().time() + self._pace
+
+    async def _take_over(self, parts: list[_Part]) -> None:
+        """Reuse the messages of a crashed attempt: end their streams, show a placeholder."""
+        if self._mode == "stream":
+            self._mode = "update"
+        self._parts = parts
+        if self._mode == "once":
+            # Parts of a complete answer were being sent; finish() rewrites them.
+            await self._typing(quiet=True)
+            return
+        kept: list[_Part] = []
+        for part in parts:
+            try:
+                await self._show(part, THINKING if not kept else MORE)
+            except TeamsDeliveryError as exc:
+                if exc.status != 404:
+                    raise
+                log.info("message %s of a crashed reply is gone", part.id)
+                continue
+            kept.append(part)
+        self._parts = kept
+        await self._save()
+        if not kept:
+            await self._start()
+        self._next_at = asyncio.get_running_loop().time() + self._pace
+
+    # -- the pump ----------------------------------------------------------------------
+
+    async def _run_pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._closing and self._want != self._flushed:
+                delay = self._next_at - loop.time()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), delay)
+                    continue
+                await self._flush(self._want, final=False)
+        except Exception as exc:  # surfaced by the next update()
+            self._error = exc
+
+    async def _quiesce(self) -> None:
+        """Stop the pump; a write it has begun is completed, not cut in half."""
+        self._closing = True
+        self._hurry.set()
+        if self._pump is not None:
+            await asyncio.wait([self._pump])
+        self._error = None
+
+    # -- writing -----------------------------------------------------------------------
+
+    @property
+    def _pace(self) -> float:
+        """Seconds between two writes: the update interval, or the typing refresh."""
+        return TYPING_REFRESH if self._mode == "once" else self._interval
+
+    async def _flush(self, text: str, *, final: bool) -> None:
+        self._next_at = asyncio.get_running_loop().time() + self._pace
+        if self._cancelled:
+            self._flushed = text
+            return
+        try:
+            if self._mode == "stream" and not text.startswith(self._flushed):
+                # A retried generation restarted: streams only grow, so edit instead.
+                log.info("reply restarted%s: replacing by update_activity", self._to.where)
+                await self._leave_stream()
+            elif self._mode == "stream" and self._stream_too_old():
+                log.info("long answer%s: ending the stream, editing from now on", self._to.where)
+                self._mode = "update"  # _write ends the stream with the text so far
+            contents = _split(text) or ([EMPTY] if final else [])
+            if self._mode == "stream":
+                await self._flush_stream(contents, final=final)
+            elif self._mode == "update" or final:
+                await self._write(contents, final=final)
+            else:
+                await self._typing(quiet=True)
+        except _Cancelled:
+            log.info("the user stopped the answer%s", self._to.where)
+            self._cancelled = True
+        self._flushed = text
+
+    async def _flush_stream(self, contents: list[str], *, final: bool) -> None:
+        for i, content in enumerate(contents):
+            finished = final or i < len(contents) - 1
+            if i >= len(self._parts):
+                if finished:
+                    await self._post(content)
+                else:
+                    await self._start_stream(content)
+                continue
+            part = self._parts[i]
+            if not part.streaming:
+                if part.sent != content:
+                    await self._edit(part, content)
+            elif not content.startswith(part.sent):
+                # The split fell before the end of what this part already streamed.
+                await self._show(part, content)
+            elif finished:
+                await self._final(part, content)
+            elif content != part.sent:
+                await self._chunk(part, content)
+        if final and len(self._parts) > len(contents):
+            await self._drop(self._parts[len(contents) :])
+
+    async def _write(self, contents: list[str], *, final: bool) -> None:
+        """Make the messages show `contents`, one per message, by posts and edits."""
+        for i in range(max(len(contents), len(self._parts))):
+            if i < len(contents):
+                text = contents[i]
+            elif final:
+                break
+            else:
+                text = THINKING if i == 0 else MORE
+            if i >= len(self._parts):
+                await self._post(text)
+            elif self._parts[i].streaming or self._parts[i].sent != text:
+                await self._show(self._parts[i], text)
+        if final and len(self._parts) > len(contents):
+            await self._drop(self._parts[len(contents) :])
+
+    async def _show(self, part: _Part, text: str) -> None:
+        """Make one message show `text`, ending its stream if it has one."""
+        if part.streaming:
+            if text.startswith(part.sent):
+                await self._final(part, text)
+                return
+            # A stream may only grow; close it as it is, then edit it.
+            await self._final(part, part.sent or THINKING)
+        if part.sent != text:
+            await self._edit(part, text)
+
+    def _stream_too_old(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        return any(p.streaming and now - p.opened_at > self._stream_time_limit for p in self._parts)
+
+    async def _leave_stream(self) -> None:
+        for part in self._parts:
+            if part.streaming:
+                await self._final(part, part.sent or THINKING)
+        self._mode = "update"
+
+    # -- Bot Connector calls -----------------------------------------------------------
+
+    async def _send(self, op: str, activity: dict[str, Any]) -> dict[str, Any]:
+        return await self._http.request(
+            op, "POST", self._to.url(), payload=activity, where=self._to.where
+        )
+
+    async def _start_stream(self, text: str, *, informative: bool = False) -> None:
+        stream = {"streamType": "informative" if informative else "streaming", "streamSequence": 1}
+        body = await self._send(
+            "stream", self._to.activity(ActivityTypes.typing, text, stream=stream)
+        )
+        part = _Part(
+            _id(body, "stream"),
+            streaming=True,
+            sent="" if informative else text,
+            sequence=1,
+            opened_at=asyncio.get_running_loop().time(),
+        )
+        await self._record(part)
+
+    async def _chunk(self, part: _Part, text: str) -> None:
+        stream = {
+            "streamId": part.id,
+            "streamType": "streaming",
+            "streamSequence": part.sequence + 1,
+        }
+        try:
+            await self._send("stream", self._to.activity(ActivityTypes.typing, text, stream=stream))
+        except TeamsDeliveryError as exc:
+            await self._stream_ended(part, exc, text)
+            return
+        part.sequence += 1
+        part.sent = text
+
+    async def _final(self, part: _Part, text: str) -> None:
+        stream = {"streamId": part.id, "streamType": "final"}
+        try:
+            await self._send(
+                "stream", self._to.activity(ActivityTypes.message, text, stream=stream)
+            )
+        except TeamsDeliveryError as exc:
+            await self._stream_ended(part, exc, text)
+            return
+        part.streaming = False
+        part.sent = text
+
+    async def _stream_ended(self, part: _Part, exc: TeamsDeliveryError, text: str) -> None:
+        """A stream Teams no longer takes: stopped by the user (the answer ends there),
+        already completed (a crashed attempt's final went out) or past Teams' two-minute
+        limit. In the last two cases the message is edited from now on."""
+        if exc.stream_cancelled:
+            part.streaming = False
+            raise _Cancelled from exc
+        if not exc.stream_refused:
+            raise exc
+        log.info("stream %s ended by Teams (%s)%s", part.id, exc.detail, self._to.where)
+        part.streaming = False
+        if self._mode == "stream":
+            self._mode = "update"
+        await self._edit(part, text)
+
+    async def _post(self, text: str) -> None:
+        body = await self._send("send", self._to.activity(ActivityTypes.message, text))
+        await self._record(_Part(_id(body, "send"), sent=text))
+
+    async def _edit(self, part: _Part, text: str) -> None:
+        try:
+            await self._http.request(
+                "update",
+                "PUT",
+                self._to.url(part.id),
+                payload={**self._to.activity(ActivityTypes.message, text), "id": part.id},
+                where=self._to.where,
+            )
+        except TeamsDeliveryError as exc:
+            if exc.status not in (403, 404):
+                raise
+            # Deleted by someone, or an ended stream that cannot be edited: send anew.
+            log.info("message %s cannot be edited (%s): sending it again", part.id, exc.status)
+            body = await self._send("send", self._to.activity(ActivityTypes.message, text))
+            part.id = _id(body, "send")
+            await self._save()
+        part.sent = text
+
+    async def _typing(self, *, quiet: bool = False) -> None:
+        try:
+            await self._send("typing", self._to.activity(ActivityTypes.typing))
+        except TeamsDeliveryError:
+            if not quiet:
+                raise
+
+    async def _drop(self, leftovers: list[_Part]) -> None:
+        """Delete messages the answer no longer needs. They are forgotten first: a crash in
+        between leaves a stray message rather than a state naming a deleted one."""
+        self._parts = self._parts[: len(self._parts) - len(leftovers)]
+        await self._save()
+        for part in leftovers:
+            try:
+                await self._http.request(
+                    "delete", "DELETE", self._to.url(part.id), where=self._to.where
+                )
+            except TeamsDeliveryError as exc:
+                if exc.status != 404:
+                    raise
+
+    async def _record(self, part: _Part) -> None:
+        self._parts.append(part)
+        await self._save()
+
+    async def _save(self) -> None:
+        await self._save_state(self.state)
+
+
+def _id(body: Mapping[str, Any], op: str) -> str:
+    activity_id = body.get("id")
+    if not isinstance(activity_id, str) or not activity_id:
+        raise TeamsDeliveryError(op, 200, "no_id_in_response")
+    return activity_id
+
+
+def _parse_state(state: ReplyState | None) -> list[_Part] | None:
+    """The messages a crashed attempt left, or None to start afresh."""
+    if not state:
+        return None
+    raw = state.get("parts")
+    if not isinstance(raw, list):
+        log.warning("ignoring a malformed Teams reply state")
+        return None
+    parts: list[_Part] = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            log.warning("ignoring a malformed Teams reply state")
+            return None
+        parts.append(_Part(item["id"], streaming=bool(item.get("streaming", False))))
+    return parts or None
+
+
+# -- the outbound half -----------------------------------------------------------------
+
+
+class TeamsOutbound:
+    """Opens replies in Teams conversations through one HTTP session and token cache."""
+
+    def __init__(
+        self,
+        tokens: _Tokens | None,
+        *,
+        channel_reply: Literal["update", "once"] = "update",
+        update_interval: float = 1.0,
+        max_retries: int = MAX_RETRIES,
+        retry_base_delay: float = RETRY_BASE_DELAY,
+        stream_time_limit: float = STREAM_TIME_LIMIT,
+    ) -> None:
+        self._http = _Http(tokens, max_retries=max_retries, base_delay=retry_base_delay)
+        self._stream_time_limit = stream_time_limit
+        self._channel_reply: Literal["update", "once"] = channel_reply
+        self._interval = update_interval
+        self._pumps: set[asyncio.Task[None]] = set()
+
+    async def open_reply(
+        self,
+        reply_to: Mapping[str, Any],
+        resume: ReplyState | None,
+        save_state: SaveReplyState,
+    ) -> TeamsReply:
+        address = _Address.parse(reply_to)
+        reply = TeamsReply(
+            self._http,
+            address,
+            mode="stream" if address.kind == "personal" else self._channel_reply,
+            update_interval=self._interval,
+            save_state=save_state,
+            tasks=self._pumps,
+            stream_time_limit=self._stream_time_limit,
+        )
+        parts = _parse_state(resume)
+        if parts is None:
+            await reply._start()
+        else:
+            await reply._take_over(parts)
+        return reply
+
+    async def aclose(self) -> None:
+        for pump in list(self._pumps):
+            pump.cancel()
+        if self._pumps:
+            await asyncio.wait(list(self._pumps))
+        await self._http.aclose()
+
+
+def create_outbound(
+    settings: Settings, *, stream_time_limit: float = STREAM_TIME_LIMIT
+) -> TeamsOutbound:
+    tokens: _Tokens | None = None
+    if settings.microsoft_app_type == "UserAssignedMSI":
+        raise SettingsError(
+            "MicrosoftAppType=UserAssignedMSI is not supported yet: use SingleTenant (or "
+            "MultiTenant) with MicrosoftAppPassword."
+        )
+    if settings.microsoft_app_id:
+        password = settings.microsoft_app_password
+        if password is None:
+            raise SettingsError("MicrosoftAppPassword not set: the worker needs it to answer.")
+        if settings.microsoft_app_type == "SingleTenant":
+            tenant = settings.microsoft_app_tenant_id
+            if not tenant:
+                raise SettingsError("MicrosoftAppTenantId not set for a SingleTenant bot.")
+        else:
+            tenant = MULTI_TENANT
+        login = settings.teams_login_url.rstrip("/")
+        tokens = _Tokens(
+            f"{login}/{quote(tenant, safe='')}/oauth2/v2.0/token",
+            settings.microsoft_app_id,
+            password.get_secret_value(),
+        )
+    elif not settings.teams_allow_anonymous:
+        raise SettingsError("MicrosoftAppId not set: the worker needs it to answer in Teams.")
+    return TeamsOutbound(
+        tokens,
+        channel_reply=settings.teams_channel_reply,
+        update_interval=settings.reply_update_interval,
+        stream_time_limit=stream_time_limit,
+    )
