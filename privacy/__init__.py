@@ -1,2 +1,3 @@
-"""Personal data: sealing at rest (AES-GCM) and redaction before anything is stored or sent
-to the model. Imports nothing from bots/ or workers/."""
+"""Personal data: found (analyzer, recognizers, names, secrets), replaced by per-thread
+placeholders before anything is stored or sent to the model (redactor, vault), sealed at
+rest with AES-GCM (crypto). Imports nothing from bots/ or workers/."""

@@ -1,128 +1,201 @@
-"""Pattern recognizers Presidio lacks or gets wrong for a helpdesk: secrets, e-mail without
-the public suffix list, Spanish and international phones, admin-defined patterns.
-
-Patterns use the `regex` package (as Presidio does): variable-length look-behind lets a
-`password: …` match cover only the value.
+"""Pattern recognizers for what Presidio lacks or gets wrong for a helpdesk: e-mail without
+tldextract, Spanish national ids, Spanish and international phones, admin-defined patterns;
+secrets live in privacy.secrets and are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
+import phonenumbers
 import regex
-from presidio_analyzer import Pattern, PatternRecognizer
 
-LANGUAGE = "en"
+from privacy.patterns import RegexPattern, RegexRecognizer
+from privacy.secrets import (
+    SECRET,
+    SECRET_PATTERNS,
+    SECRET_REPLACEMENT,
+    find_secrets,
+    redact_secrets,
+    secret_recognizer,
+)
 
-SECRET_PATTERNS: dict[str, str] = {
-    "slack_token": r"\bxox[abposr]-[A-Za-z0-9-]{10,}",
-    "slack_app_token": r"\bxapp-\d-[A-Za-z0-9-]{10,}",
-    "github_token": r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,})",
-    "aws_access_key": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
-    "jwt": r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
-    "private_key": (
-        r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----[\s\S]+?-----END (?:[A-Z]+ )*PRIVATE KEY-----"
-    ),
-    # The value after "password:", "contraseña =", "clave:"... (not the word itself).
-    "password_assignment": (
-        r"(?<=\b(?:password|passwd|pwd|passcode|contrase(?:ñ|n)a|clave|pin)\b"
-        r"\s*(?:is|es|:|=)\s*)[\"']?[^\s\"',;]{4,}"
-    ),
-    "key_assignment": (
-        r"(?<=\b(?:api[_ -]?key|secret|token|access[_ -]?key)\b\s*(?:is|es|:|=)\s*)"
-        r"[\"']?[A-Za-z0-9_\-./+=]{16,}"
-    ),
-    # user:password inside a URL: https://user:pass@host
-    "url_credentials": r"(?<=\b[a-z][a-z0-9+.-]*://)[^\s/:@]+:[^\s/@]+(?=@)",
-}
+__all__ = [
+    "SECRET",
+    "SECRET_PATTERNS",
+    "SECRET_REPLACEMENT",
+    "PatternSettingError",
+    "admin_recognizers",
+    "email_recognizer",
+    "es_nie_recognizer",
+    "es_nif_recognizer",
+    "find_secrets",
+    "phone_recognizer",
+    "redact_secrets",
+    "secret_recognizer",
+]
 
-_EMAIL = r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}\b"
+_DNI_LETTERS = "TRWAGMYFPDXBNJZSQVHLCKE"
 
-# International numbers with a + prefix, and national formats of Spain and North America.
-_PHONE_PATTERNS = {
-    "international": (
-        r"(?<![\w+])\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}\b",
-        0.7,
+
+# --- e-mail ------------------------------------------------------------------------------
+
+
+def email_recognizer() -> RegexRecognizer:
+    """Presidio's e-mail recognizer asks tldextract, which downloads the public suffix list
+    and rejects internal domains (corp.local); a TLD of letters is proof enough here."""
+    pattern = RegexPattern(
+        "email",
+        regex.compile(
+            r"(?<![\w.%+-])[\w.%+-]*\w@(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?\.)+"
+            r"[A-Za-z]{2,24}\b(?!@)"
+        ),
+        0.9,
+    )
+    return RegexRecognizer("EMAIL_ADDRESS", [pattern], context=["email", "e-mail", "correo"])
+
+
+# --- Spanish national ids ----------------------------------------------------------------
+
+
+def _control_letter_ok(value: str) -> bool:
+    compact = regex.sub(r"[\s.-]", "", value).upper()
+    body, letter = compact[:-1], compact[-1]
+    if body[:1] in ("X", "Y", "Z"):
+        body = str("XYZ".index(body[0])) + body[1:]
+    return body.isdigit() and _DNI_LETTERS[int(body) % 23] == letter
+
+
+def es_nif_recognizer() -> RegexRecognizer:
+    """DNI/NIF: 8 digits and a control letter, also written 12.345.678-Z or 12345678 Z."""
+    pattern = RegexPattern(
+        "nif",
+        regex.compile(r"(?<![\w.-])(?:\d{8}|\d{1,2}\.\d{3}\.\d{3})[ -]?[A-Za-z](?![\w-])"),
+        0.9,
+        _control_letter_ok,
+    )
+    return RegexRecognizer("ES_NIF", [pattern], context=["dni", "nif", "identidad"])
+
+
+def es_nie_recognizer() -> RegexRecognizer:
+    """NIE: X, Y or Z, 7 digits and a control letter, also written X-1234567-L."""
+    pattern = RegexPattern(
+        "nie",
+        regex.compile(r"(?<![\w.-])[XYZxyz][ -]?\d{7}[ -]?[A-Za-z](?![\w-])"),
+        0.9,
+        _control_letter_ok,
+    )
+    return RegexRecognizer("ES_NIE", [pattern], context=["nie", "extranjero"])
+
+
+# --- phones ------------------------------------------------------------------------------
+# Presidio's PhoneRecognizer runs libphonenumber's matcher once per region over the whole
+# text (milliseconds per message). Here cheap regexes find candidates and libphonenumber
+# only validates those.
+
+
+def _valid_phone(region: str | None) -> Callable[[str], bool]:
+    def check(value: str) -> bool:
+        number = value.replace("(", "").replace(")", "")
+        if number.startswith("00"):
+            number = "+" + number[2:]
+        try:
+            parsed = phonenumbers.parse(number, region)
+        except phonenumbers.NumberParseException:
+            return False
+        return bool(phonenumbers.is_valid_number(parsed))
+
+    return check
+
+
+_SEP = r"[ \t.-]?"
+PHONE_PATTERNS: tuple[RegexPattern, ...] = (
+    # +34 612 345 678, 0034 91 123 45 67, +1 (415) 555-0132, +44 20 7946 0958
+    RegexPattern(
+        "international",
+        regex.compile(
+            rf"(?<![\w+(])(?:\+|00|\(\+)[1-9]\d{{0,2}}\)?{_SEP}(?:\(\d{{1,4}}\){_SEP})?"
+            rf"\d{{1,5}}(?:{_SEP}\d{{1,5}}){{1,5}}(?![\w-])"
+        ),
+        0.75,
+        _valid_phone(None),
     ),
-    # Spanish mobiles (6xx/7xx) and landlines (8xx/9xx): 612345678, 612 345 678, 91 123 45 67
-    "es_national": (
-        r"(?<![\w.+-])(?:[6789]\d{2}[ .-]?\d{3}[ .-]?\d{3}|[89]\d[ .-]?\d{3}[ .-]?\d{2}[ .-]?\d{2})"
-        r"(?!\w|[.-]\d)",
+    # Spanish mobiles and landlines, grouped: 612 345 678, 91 123 45 67, 622 11 22 33
+    RegexPattern(
+        "es grouped",
+        regex.compile(
+            r"(?<![\w+.,/-])(?:[6-9]\d{2}[ -]\d{3}[ -]\d{3}|[6-9]\d{2}(?:[ -]\d{2}){3}|"
+            r"[89]\d[ -]\d{3}(?:[ -]\d{2}){2})(?![\w.,/-]?\d)"
+        ),
         0.6,
+        _valid_phone("ES"),
     ),
-    "nanp": (r"(?<![\w+-])\(?\b[2-9]\d{2}\)?[ .-]\d{3}[ .-]\d{4}\b", 0.6),
-}
-_PHONE_CONTEXT = [
+    # 612345678: nine bare digits are also order numbers; context words lift them.
+    RegexPattern(
+        "es bare",
+        regex.compile(r"(?<![\w+.,/-])[6-9]\d{8}(?![\w.,/-]?\d)"),
+        0.4,
+        _valid_phone("ES"),
+    ),
+    # North American: (212) 555-0147, 415-555-0199, 617.253.1000
+    RegexPattern(
+        "nanp",
+        regex.compile(
+            r"(?<![\w+.,/-])(?:\([2-9]\d{2}\)[ ]?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}"
+            r"(?![\w.,/-]?\d)"
+        ),
+        0.6,
+        _valid_phone("US"),
+    ),
+)
+PHONE_CONTEXT = (
     "phone",
-    "call",
     "mobile",
     "cell",
+    "call",
     "tel",
+    "whatsapp",
     "teléfono",
     "telefono",
     "móvil",
     "movil",
     "llamar",
     "llámame",
-    "whatsapp",
-    "extension",
-    "número",
-    "numero",
-]
+    "llamadme",
+    "contacto",
+)
 
 
-def email_recognizer() -> PatternRecognizer:
-    return PatternRecognizer(
-        supported_entity="EMAIL_ADDRESS",
-        name="ParleyEmailRecognizer",
-        supported_language=LANGUAGE,
-        patterns=[Pattern("email", _EMAIL, 0.9)],
-    )
+def phone_recognizer() -> RegexRecognizer:
+    return RegexRecognizer("PHONE_NUMBER", PHONE_PATTERNS, context=PHONE_CONTEXT)
 
 
-def phone_recognizer() -> PatternRecognizer:
-    return PatternRecognizer(
-        supported_entity="PHONE_NUMBER",
-        name="ParleyPhoneRecognizer",
-        supported_language=LANGUAGE,
-        patterns=[Pattern(name, rx, score) for name, (rx, score) in _PHONE_PATTERNS.items()],
-        context=_PHONE_CONTEXT,
-    )
+# --- admin-defined -----------------------------------------------------------------------
+
+_ENTITY_NAME = regex.compile(r"[A-Z][A-Z0-9_]*")
 
 
-def secret_recognizer() -> PatternRecognizer:
-    return PatternRecognizer(
-        supported_entity="SECRET",
-        name="ParleySecretRecognizer",
-        supported_language=LANGUAGE,
-        patterns=[Pattern(name, rx, 0.95) for name, rx in SECRET_PATTERNS.items()],
-    )
+class PatternSettingError(ValueError):
+    """An admin-defined redaction pattern (PARLEY_REDACTION_PATTERNS) is unusable."""
 
 
-def admin_recognizers(patterns: Mapping[str, str]) -> list[PatternRecognizer]:
-    """One recognizer per admin pattern (PARLEY_REDACTION_PATTERNS), its name the entity."""
+def admin_recognizers(patterns: Mapping[str, str]) -> list[RegexRecognizer]:
+    """One recognizer per PARLEY_REDACTION_PATTERNS entry; the key is the entity name."""
     recognizers = []
-    for entity, rx in patterns.items():
+    for entity, source in sorted(patterns.items()):
+        if not _ENTITY_NAME.fullmatch(entity):
+            raise PatternSettingError(
+                f"PARLEY_REDACTION_PATTERNS: entity name {entity!r} must be upper case "
+                "letters, digits and underscores, e.g. EMPLOYEE_ID"
+            )
         try:
-            regex.compile(rx)
+            compiled = regex.compile(source)
         except regex.error as exc:
-            raise ValueError(
-                f"PARLEY_REDACTION_PATTERNS[{entity!r}] is not a valid regex: {exc}"
+            raise PatternSettingError(
+                f"PARLEY_REDACTION_PATTERNS: the pattern for {entity} is not a valid "
+                f"`regex` expression: {exc}"
             ) from None
         recognizers.append(
-            PatternRecognizer(
-                supported_entity=entity,
-                name=f"Admin{entity.title()}Recognizer",
-                supported_language=LANGUAGE,
-                patterns=[Pattern(entity.lower(), rx, 0.9)],
-            )
+            RegexRecognizer(entity, [RegexPattern(entity, compiled, 1.0)], name=f"Admin{entity}")
         )
     return recognizers
-
-
-_SECRETS = regex.compile("|".join(f"(?:{rx})" for rx in SECRET_PATTERNS.values()), regex.IGNORECASE)
-
-
-def redact_secrets(text: str) -> str:
-    """Regex-only pass for model output: no secret is ever shown in a thread."""
-    return _SECRETS.sub("[redacted secret]", text)

@@ -1,12 +1,16 @@
 """Per-thread placeholder map: the same value is the same placeholder in every turn.
 
-One Redis hash per thread holds, for each value met:
-- `v:<hmac>` -> placeholder, where the HMAC (keyed, thread-bound) finds a value again
-  without the value being stored in clear;
-- `p:<placeholder>` -> the value, who wrote it and its HMAC, sealed with AES-GCM;
-- `n:<ENTITY>` -> the last number given to that entity type.
-A Lua script assigns placeholders atomically, so two workers redacting in one thread never
-hand the same placeholder to two values.
+One Redis hash per thread, `parley:pii:<thread_key>`, with the thread's TTL (refreshed on
+use), holds:
+- `v:<hmac>` -> placeholder: finds a value again without storing it; the HMAC is keyed
+  (a key derived from PARLEY_ENCRYPTION_KEY) and bound to the thread and entity type;
+- `p:<placeholder>` -> the entity type and value, sealed with AES-GCM for this thread;
+- `u:<placeholder>:<user tag>` -> who wrote the value (a keyed, thread-bound tag, not the
+  user id), so that one person's values can be forgotten;
+- `n:<ENTITY>` -> the last number given to that type. It survives erasure, so a forgotten
+  <PERSON_1> is never reused for someone else while old turns still mention it.
+Lua scripts assign and forget atomically: two workers redacting in one thread never give
+two values one placeholder.
 """
 
 from __future__ import annotations
@@ -14,25 +18,62 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from redis.asyncio import Redis
 
-from privacy.crypto import Sealer
+from privacy.crypto import Sealer, SealError
 
+PREFIX = "parley:pii:"
+
+# KEYS[1] the hash; ARGV: ttl, user tag, then (digest, entity, sealed value) per value.
 _ASSIGN = """
-local existing = redis.call('hget', KEYS[1], 'v:' .. ARGV[1])
-if existing then
-  redis.call('expire', KEYS[1], ARGV[4])
-  return existing
+local placeholders = {}
+for i = 3, #ARGV, 3 do
+  local digest, entity, sealed = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local placeholder = redis.call('HGET', KEYS[1], 'v:' .. digest)
+  if not placeholder then
+    local n = redis.call('HINCRBY', KEYS[1], 'n:' .. entity, 1)
+    placeholder = '<' .. entity .. '_' .. n .. '>'
+    redis.call('HSET', KEYS[1], 'v:' .. digest, placeholder, 'p:' .. placeholder, sealed)
+  end
+  redis.call('HSET', KEYS[1], 'u:' .. placeholder .. ':' .. ARGV[2], '1')
+  placeholders[#placeholders + 1] = placeholder
 end
-local n = redis.call('hincrby', KEYS[1], 'n:' .. ARGV[2], 1)
-local placeholder = '<' .. ARGV[2] .. '_' .. n .. '>'
-redis.call('hset', KEYS[1], 'v:' .. ARGV[1], placeholder, 'p:' .. placeholder, ARGV[3])
-redis.call('expire', KEYS[1], ARGV[4])
-return placeholder
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return placeholders
+"""
+
+# KEYS[1] the hash; ARGV[1] the user tag. Drops every value that user wrote.
+_FORGET_USER = """
+local fields = redis.call('HGETALL', KEYS[1])
+local suffix = ':' .. ARGV[1]
+local theirs = {}
+for i = 1, #fields, 2 do
+  local f = fields[i]
+  if string.sub(f, 1, 2) == 'u:' and string.sub(f, -#suffix) == suffix then
+    theirs[string.sub(f, 3, #f - #suffix)] = true
+  end
+end
+local dropped = 0
+for i = 1, #fields, 2 do
+  local f, v = fields[i], fields[i + 1]
+  local kind = string.sub(f, 1, 2)
+  local placeholder = nil
+  if kind == 'v:' then
+    placeholder = v
+  elseif kind == 'p:' then
+    placeholder = string.sub(f, 3)
+  elseif kind == 'u:' then
+    placeholder = string.match(string.sub(f, 3), '^(<.->):')
+  end
+  if placeholder and theirs[placeholder] then
+    redis.call('HDEL', KEYS[1], f)
+    if kind == 'p:' then dropped = dropped + 1 end
+  end
+end
+return dropped
 """
 
 
@@ -41,60 +82,92 @@ class VaultEntry:
     placeholder: str
     entity: str
     value: str
-    user: str
-    digest: str
 
 
 def vault_key(thread_key: str) -> str:
-    return f"parley:pii:{thread_key}"
+    return PREFIX + thread_key
+
+
+def lookup_key(encryption_key: bytes) -> bytes:
+    """A separate key for the HMAC lookups, derived from the encryption key."""
+    return hmac.new(encryption_key, b"parley placeholder lookup v1", hashlib.sha256).digest()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class PlaceholderVault:
-    def __init__(self, redis: Redis, sealer: Sealer, lookup_key: bytes, *, ttl: int) -> None:
+    def __init__(self, redis: Redis, encryption_key: bytes, *, ttl: int) -> None:
         self._redis = redis
-        self._sealer = sealer
-        self._lookup_key = lookup_key
+        self._sealer = Sealer(encryption_key)
+        self._lookup_key = lookup_key(encryption_key)
         self._ttl = ttl
 
-    async def placeholder(self, thread_key: str, entity: str, value: str, user: str) -> str:
-        digest = self._digest(thread_key, entity, value)
-        # Sealed before the script runs; it is stored only if the value is new.
-        sealed = self._sealer.seal(
-            json.dumps({"entity": entity, "value": value, "user": user, "digest": digest}),
-            context=thread_key,
-        )
-        placeholder = await self._redis.eval(
-            _ASSIGN, 1, vault_key(thread_key), digest, entity, sealed, self._ttl
-        )
-        return str(placeholder.decode() if isinstance(placeholder, bytes) else placeholder)
+    async def placeholders(
+        self, thread_key: str, values: Sequence[tuple[str, str]], *, user: str
+    ) -> list[str]:
+        """One placeholder per (entity, value), in order; new values get the next number.
+        One round trip for the whole message."""
+        if not values:
+            return []
+        args: list[str | int] = [self._ttl, self._tag(thread_key, "user", user)]
+        for entity, value in values:
+            # Sealed before the script runs; stored only if the value is new.
+            sealed = self._sealer.seal(
+                json.dumps({"entity": entity, "value": value}), context=thread_key
+            )
+            args += [self._tag(thread_key, entity, value), entity, sealed]
+        result = await self._redis.eval(_ASSIGN, 1, vault_key(thread_key), *args)
+        return [_text(p) for p in result]
+
+    async def lookup(self, thread_key: str, placeholders: Iterable[str]) -> dict[str, VaultEntry]:
+        """The entries behind these placeholders; unknown ones are left out."""
+        wanted = sorted(set(placeholders))
+        if not wanted:
+            return {}
+        key = vault_key(thread_key)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(key, [f"p:{p}" for p in wanted])
+            pipe.expire(key, self._ttl)
+            sealed, _ = await pipe.execute()
+        return {
+            p: entry
+            for p, s in zip(wanted, sealed, strict=True)
+            if s is not None and (entry := self._open(thread_key, p, s)) is not None
+        }
 
     async def entries(self, thread_key: str) -> list[VaultEntry]:
-        raw = cast(dict[str, str], await self._redis.hgetall(vault_key(thread_key)))
+        key = vault_key(thread_key)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(key)
+            pipe.expire(key, self._ttl)
+            raw, _ = await pipe.execute()
         entries = []
         for field, sealed in raw.items():
-            if field.startswith("p:"):
-                data = json.loads(self._sealer.open(sealed, context=thread_key))
-                entries.append(VaultEntry(placeholder=field[2:], **data))
+            name = _text(field)
+            if name.startswith("p:"):
+                entry = self._open(thread_key, name[2:], sealed)
+                if entry is not None:
+                    entries.append(entry)
         return entries
 
     async def forget_thread(self, thread_key: str) -> None:
         await self._redis.delete(vault_key(thread_key))
 
     async def forget_user(self, thread_key: str, user: str) -> int:
-        theirs = [e for e in await self.entries(thread_key) if e.user == user]
-        await self._drop(thread_key, theirs)
-        return len(theirs)
+        """Drops every value this user wrote in the thread; returns how many."""
+        tag = self._tag(thread_key, "user", user)
+        dropped = await self._redis.eval(_FORGET_USER, 1, vault_key(thread_key), tag)
+        return int(dropped)
 
-    async def _drop(self, thread_key: str, entries: Iterable[VaultEntry]) -> None:
-        fields = [f for e in entries for f in (f"p:{e.placeholder}", f"v:{e.digest}")]
-        if fields:
-            await self._redis.hdel(vault_key(thread_key), *fields)
+    def _open(self, thread_key: str, placeholder: str, sealed: bytes | str) -> VaultEntry | None:
+        try:
+            data = json.loads(self._sealer.open(_text(sealed), context=thread_key))
+        except SealError:
+            return None  # another key (rotated) or tampered: as good as forgotten
+        return VaultEntry(placeholder, str(data["entity"]), str(data["value"]))
 
-    def _digest(self, thread_key: str, entity: str, value: str) -> str:
-        message = "\0".join((thread_key, entity, value)).encode()
+    def _tag(self, thread_key: str, kind: str, value: str) -> str:
+        message = "\0".join((thread_key, kind, value)).encode()
         return hmac.new(self._lookup_key, message, hashlib.sha256).hexdigest()
-
-
-def lookup_key(encryption_key: bytes) -> bytes:
-    """A separate key for the HMAC lookups, derived from the encryption key."""
-    return hmac.new(encryption_key, b"parley placeholder lookup v1", hashlib.sha256).digest()

@@ -12,6 +12,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
+from guardrails.limits import user_key
 from privacy.redactor import Redactor
 from workers import keys
 from workers.memory import ThreadMemory
@@ -38,15 +39,15 @@ class Erasure:
         log.info("forgot thread %s", thread_key)
 
     async def forget_user(self, platform: str, tenant: str, user: str) -> ErasureReport:
-        """Remove the person's turns (and the answers to them) and the values they wrote,
-        in every thread they took part in."""
+        """Remove the person's turns (and the answers to them), the values they wrote, in
+        every thread they took part in, and their rate-limit window."""
         index = keys.user_threads(platform, tenant, user)
         threads = cast(set[str], await self._redis.smembers(index))
         turns = 0
         for thread_key in sorted(threads):
             turns += await self._memory.forget_user(thread_key, user)
             await self._redactor.forget_user(thread_key, user)
-        await self._redis.delete(index)
+        await self._redis.delete(index, user_key(platform, tenant, user))
         log.info(
             "forgot user %s:%s:%s: %d threads, %d turns",
             platform,

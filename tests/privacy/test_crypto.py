@@ -5,6 +5,7 @@ import base64
 import pytest
 
 from privacy.crypto import Sealer, SealError, generate_key
+from tests.support.config import make_settings
 
 
 def _sealer() -> Sealer:
@@ -41,3 +42,23 @@ def test_tampering_is_detected() -> None:
     raw[-1] ^= 1
     with pytest.raises(SealError):
         sealer.open(base64.urlsafe_b64encode(bytes(raw)).decode(), context="c")
+
+
+def test_generated_keys_are_32_random_bytes_that_settings_accept() -> None:
+    key = generate_key()
+    assert len(base64.b64decode(key, validate=True)) == 32
+    assert key != generate_key()
+    assert make_settings(encryption_key=key).encryption_key_bytes == base64.b64decode(key)
+
+
+def test_str_and_bytes_seal_alike_and_tokens_are_url_safe() -> None:
+    sealer = _sealer()
+    token = sealer.seal("naïve café", context="c")
+    assert set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=")
+    assert sealer.open(token, context="c") == "naïve café".encode()
+    assert sealer.open(sealer.seal(b"\x00\xff", context="c"), context="c") == b"\x00\xff"
+
+
+def test_a_key_of_the_wrong_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="32 bytes"):
+        Sealer(b"short")

@@ -1,0 +1,1 @@
+"""Benchmarks: measured figures, printed and written as JSON (not timed tests)."""
