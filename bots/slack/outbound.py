@@ -3,7 +3,7 @@
 Two ways to show an answer while it is generated (PARLEY_SLACK_REPLY_MODE):
 - "stream": chat.startStream / appendStream / stopStream, Markdown rendered by Slack;
 - "update": a "Thinking…" placeholder edited with chat.update, Markdown converted to mrkdwn.
-Answers longer than one message continue in further messages (bots.slack.split).
+Answers longer than one message continue in further messages (bots.split).
 
 Every message is recorded through `save_state` as soon as it exists, so a task that crashed
 and runs again takes over the same messages instead of posting a second answer.
@@ -12,7 +12,6 @@ and runs again takes over the same messages instead of posting a second answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -28,8 +27,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bots.base import DeliveryError, ReplyState, SaveReplyState
+from bots.pacing import Pacer
 from bots.slack.mrkdwn import to_mrkdwn
-from bots.slack.split import split_message
+from bots.split import split_message
 from parley.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -191,16 +191,11 @@ class SlackReply:
         self._mode: Mode = mode
         self._interval = update_interval
         self._save_state = save_state
-        self._tasks = tasks
         self._parts: list[_Part] = []
-        self._want = ""  # the latest text asked for
-        self._flushed = ""  # the text the messages show
-        self._next_at = 0.0
-        self._pump: asyncio.Task[None] | None = None
-        self._hurry = asyncio.Event()
-        self._closing = False
+        self._pacer = Pacer(
+            lambda text: self._flush(text, final=False), lambda: self._interval, tasks
+        )
         self._closed = False
-        self._error: Exception | None = None
 
     @property
     def mode(self) -> Mode:
@@ -217,28 +212,19 @@ class SlackReply:
     # -- Reply -------------------------------------------------------------------------
 
     async def update(self, text: str) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        if self._closing:
-            return
-        self._want = _clean(text)
-        if (self._pump is None or self._pump.done()) and self._want != self._flushed:
-            self._pump = asyncio.create_task(self._run_pump())
-            self._tasks.add(self._pump)
-            self._pump.add_done_callback(self._tasks.discard)
+        self._pacer.request(_clean(text))
 
     async def finish(self, text: str) -> None:
         if self._closed:
             return
-        await self._quiesce()
+        await self._pacer.quiesce()
         await self._flush(_clean(text), final=True)
         self._closed = True
 
     async def fail(self, text: str) -> None:
         if self._closed:
             return
-        await self._quiesce()
+        await self._pacer.quiesce()
         await self._to_update_mode()
         await self._write([_render(text)], final=True)
         self._closed = True
@@ -255,7 +241,7 @@ class SlackReply:
             await self._start_stream("")
         else:
             await self._post_text(THINKING)
-        self._next_at = asyncio.get_running_loop().time() + self._interval
+        self._pacer.wrote()
 
     async def _take_over(self, parts: list[_Part]) -> None:
         """Reuse the messages of a crashed attempt: end their streams, show a placeholder."""
@@ -278,36 +264,13 @@ class SlackReply:
         await self._save()
         if not kept:
             await self._start()
-        self._next_at = asyncio.get_running_loop().time() + self._interval
-
-    # -- the pump ----------------------------------------------------------------------
-
-    async def _run_pump(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while not self._closing and self._want != self._flushed:
-                delay = self._next_at - loop.time()
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._hurry.wait(), delay)
-                    continue
-                await self._flush(self._want, final=False)
-        except Exception as exc:  # surfaced by the next update()
-            self._error = exc
-
-    async def _quiesce(self) -> None:
-        """Stop the pump; a write it has begun is completed, not cut in half."""
-        self._closing = True
-        self._hurry.set()
-        if self._pump is not None:
-            await asyncio.wait([self._pump])
-        self._error = None
+        self._pacer.wrote()
 
     # -- writing -----------------------------------------------------------------------
 
     async def _flush(self, text: str, *, final: bool) -> None:
-        self._next_at = asyncio.get_running_loop().time() + self._interval
-        if self._mode == "stream" and not text.startswith(self._flushed):
+        self._pacer.wrote()
+        if self._mode == "stream" and not text.startswith(self._pacer.flushed):
             # A retried generation restarted: streams only append, so edit instead.
             log.info("reply in channel %s restarted: replacing by chat.update", self._to.channel)
             await self._to_update_mode()
@@ -316,7 +279,7 @@ class SlackReply:
             await self._flush_stream(contents, final=final)
         else:
             await self._write([_render(c) for c in contents], final=final)
-        self._flushed = text
+        self._pacer.flushed = text
 
     async def _flush_stream(self, contents: list[str], *, final: bool) -> None:
         for i, content in enumerate(contents):

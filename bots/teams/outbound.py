@@ -28,7 +28,6 @@ refused with 429, 412, 502, 503 or 504 are retried with backoff, honouring Retry
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import email.utils
 import json
@@ -51,7 +50,8 @@ from botbuilder.schema import (
 from botframework.connector.auth import AuthenticationConstants
 
 from bots.base import DeliveryError, ReplyState, SaveReplyState
-from bots.slack.split import split_message
+from bots.pacing import Pacer
+from bots.split import split_message
 from parley.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -417,18 +417,11 @@ class TeamsReply:
         self._mode: Mode = mode
         self._interval = update_interval
         self._save_state = save_state
-        self._tasks = tasks
         self._stream_time_limit = stream_time_limit
         self._parts: list[_Part] = []
-        self._want = ""  # the latest text asked for
-        self._flushed = ""  # the text the messages show
-        self._next_at = 0.0
-        self._pump: asyncio.Task[None] | None = None
-        self._hurry = asyncio.Event()
-        self._closing = False
+        self._pacer = Pacer(lambda text: self._flush(text, final=False), lambda: self._pace, tasks)
         self._closed = False
         self._cancelled = False  # the user stopped the stream
-        self._error: Exception | None = None
 
     @property
     def mode(self) -> Mode:
@@ -445,28 +438,19 @@ class TeamsReply:
     # -- Reply -------------------------------------------------------------------------
 
     async def update(self, text: str) -> None:
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-        if self._closing:
-            return
-        self._want = _clean(text)
-        if (self._pump is None or self._pump.done()) and self._want != self._flushed:
-            self._pump = asyncio.create_task(self._run_pump())
-            self._tasks.add(self._pump)
-            self._pump.add_done_callback(self._tasks.discard)
+        self._pacer.request(_clean(text))
 
     async def finish(self, text: str) -> None:
         if self._closed:
             return
-        await self._quiesce()
+        await self._pacer.quiesce()
         await self._flush(_clean(text), final=True)
         self._closed = True
 
     async def fail(self, text: str) -> None:
         if self._closed:
             return
-        await self._quiesce()
+        await self._pacer.quiesce()
         if not self._cancelled:
             if self._mode == "stream":
                 self._mode = "update"  # _write closes the stream with the notice
@@ -490,7 +474,7 @@ class TeamsReply:
             await self._post(THINKING)
         elif self._mode == "once":
             await self._typing()
-        self._next_at = asyncio.get_running_loop().time() + self._pace
+        self._pacer.wrote()
 
     async def _take_over(self, parts: list[_Part]) -> None:
         """Reuse the messages of a crashed attempt: end their streams, show a placeholder."""
@@ -515,30 +499,7 @@ class TeamsReply:
         await self._save()
         if not kept:
             await self._start()
-        self._next_at = asyncio.get_running_loop().time() + self._pace
-
-    # -- the pump ----------------------------------------------------------------------
-
-    async def _run_pump(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while not self._closing and self._want != self._flushed:
-                delay = self._next_at - loop.time()
-                if delay > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._hurry.wait(), delay)
-                    continue
-                await self._flush(self._want, final=False)
-        except Exception as exc:  # surfaced by the next update()
-            self._error = exc
-
-    async def _quiesce(self) -> None:
-        """Stop the pump; a write it has begun is completed, not cut in half."""
-        self._closing = True
-        self._hurry.set()
-        if self._pump is not None:
-            await asyncio.wait([self._pump])
-        self._error = None
+        self._pacer.wrote()
 
     # -- writing -----------------------------------------------------------------------
 
@@ -548,12 +509,12 @@ class TeamsReply:
         return TYPING_REFRESH if self._mode == "once" else self._interval
 
     async def _flush(self, text: str, *, final: bool) -> None:
-        self._next_at = asyncio.get_running_loop().time() + self._pace
+        self._pacer.wrote()
         if self._cancelled:
-            self._flushed = text
+            self._pacer.flushed = text
             return
         try:
-            if self._mode == "stream" and not text.startswith(self._flushed):
+            if self._mode == "stream" and not text.startswith(self._pacer.flushed):
                 # A retried generation restarted: streams only grow, so edit instead.
                 log.info("reply restarted%s: replacing by update_activity", self._to.where)
                 await self._leave_stream()
@@ -570,7 +531,7 @@ class TeamsReply:
         except _Cancelled:
             log.info("the user stopped the answer%s", self._to.where)
             self._cancelled = True
-        self._flushed = text
+        self._pacer.flushed = text
 
     async def _flush_stream(self, contents: list[str], *, final: bool) -> None:
         for i, content in enumerate(contents):

@@ -20,7 +20,7 @@ from bots.slack.outbound import (
     SlackReply,
     create_outbound,
 )
-from bots.slack.split import MESSAGE_LIMIT, split_message
+from bots.split import MESSAGE_LIMIT, split_message
 from parley.settings import Settings
 from tests.fakes.slack_api import TEXT_LIMIT, FakeSlack
 from tests.support import slack_events as ev

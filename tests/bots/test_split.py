@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bots.slack.split import MESSAGE_LIMIT, Part, slack_length, split_message, split_parts
+from bots.split import MESSAGE_LIMIT, Part, slack_length, split_message, split_parts
 
 _HEAD = re.compile(r"`{3,}[^`\n]*\n")
 _TAIL = re.compile(r"\n?`{3,}")

@@ -1,4 +1,4 @@
-"""Split a long Markdown answer into messages that each fit Slack's limits.
+"""Split a long Markdown answer into messages that each fit a chat platform's limit.
 
 Cuts are made at paragraph breaks, else line breaks, else sentence or word boundaries, and
 only inside a fenced code block when nothing else fits; such a block is closed at the end
