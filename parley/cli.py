@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from parley.logs import configure as configure_logging
 from parley.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("parley")
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return 2
-    _configure_logging(settings)
+    configure_logging(settings.log_level, settings.log_format)
     try:
         if args.command == "serve":
             asyncio.run(_serve(settings, socket_mode=args.socket_mode))
@@ -61,16 +62,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 class ServiceUnreachable(Exception):
     pass
-
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
-    )
-    # slack_sdk logs request bodies (message text) at DEBUG; keep it quiet even when we debug.
-    for noisy in ("slack_sdk", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def _check_redis(settings: Settings) -> None:

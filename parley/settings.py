@@ -155,6 +155,7 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("PARLEY_LOG_LEVEL")
     )
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("PARLEY_LOG_FORMAT"))
 
     @field_validator("encryption_key")
     @classmethod

@@ -162,7 +162,12 @@ class Pipeline:
                 message.thread_key, message.text, user=message.user
             )
             if redaction.counts:
-                log.info("message %s: redacted %s", key, redaction.counts)
+                log.info(
+                    "message %s: redacted %s",
+                    key,
+                    redaction.counts,
+                    extra={"message_key": key, "redacted": redaction.counts},
+                )
             finding = self._screen_injection(key, redaction.text)
             show = await self._display(message.thread_key)
             user_tokens, prompt = await self._prompt(
@@ -197,11 +202,21 @@ class Pipeline:
             pipe.expire(user_threads, self.user_index_ttl)
             self.ledger.stage_finished(pipe, key, Outcome.ANSWERED.value)
             await pipe.execute()
+        answer_s = time.monotonic() - started
+        queued_s = max(0.0, time.time() - message.received_at - answer_s)
         log.info(
             "message %s answered in %.2fs (queued %.2fs)",
             key,
-            time.monotonic() - started,
-            max(0.0, time.time() - message.received_at - (time.monotonic() - started)),
+            answer_s,
+            queued_s,
+            extra={
+                "message_key": key,
+                "thread_key": message.thread_key,
+                "outcome": Outcome.ANSWERED.value,
+                "answer_seconds": round(answer_s, 3),
+                "queued_seconds": round(queued_s, 3),
+                "answer_tokens": answer_tokens,
+            },
         )
         return Outcome.ANSWERED
 
@@ -306,7 +321,12 @@ class Pipeline:
         async with self.redis.pipeline(transaction=True) as pipe:
             self.ledger.stage_finished(pipe, message.message_key, outcome.value)
             await pipe.execute()
-        log.info("message %s finished: %s", message.message_key, outcome.value)
+        log.info(
+            "message %s finished: %s",
+            message.message_key,
+            outcome.value,
+            extra={"message_key": message.message_key, "outcome": outcome.value},
+        )
 
 
 def _failure_message(exc: ModelError) -> str:
