@@ -2,10 +2,8 @@
 
 The worker continues the conversation proactively from the ConversationReference the
 ingress stored in `reply_to`, with a token it acquires itself (client credentials against
-PARLEY_TEAMS_LOGIN_URL, cached until shortly before it expires). Calls go straight to the
-Bot Connector REST API over aiohttp: botbuilder's ConnectorClient and its MSAL credentials
-cannot be pointed at a local login endpoint, and hide the status and Retry-After of a
-refused call, which the retries below need. botbuilder still supplies the activity schema.
+PARLEY_TEAMS_LOGIN_URL), through bots.teams.connector. botbuilder supplies the activity
+schema.
 
 How an answer shows while it is generated:
 - personal chats ("stream"): Teams' streaming protocol. An informative typing activity at
@@ -21,37 +19,38 @@ Channel replies go to the thread: the reference's conversation id carries
 `;messageid=<root>`. Answers longer than one message continue in further messages.
 
 Every message is recorded through `save_state` as soon as it exists, so a task that crashed
-and runs again takes over the same messages instead of posting a second answer. Calls
-refused with 429, 412, 502, 503 or 504 are retried with backoff, honouring Retry-After.
+and runs again takes over the same messages instead of posting a second answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import email.utils
-import json
 import logging
-import random
 import re
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 from urllib.parse import quote
 
-import aiohttp
 from botbuilder.core import TurnContext
 from botbuilder.schema import (
     Activity,
     ActivityTypes,
     ConversationReference,
 )
-from botframework.connector.auth import AuthenticationConstants
 
-from bots.base import DeliveryError, ReplyState, SaveReplyState
+from bots.base import ReplyState, SaveReplyState
 from bots.pacing import Pacer
 from bots.split import split_message
+from bots.teams.connector import (
+    MAX_RETRIES,
+    MULTI_TENANT,
+    RETRY_BASE_DELAY,
+    Connector,
+    TeamsDeliveryError,
+    Tokens,
+)
 from parley.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -68,21 +67,11 @@ MESSAGE_LIMIT = 20_000
 (413 MessageSizeTooBig) and advises staying under 80 KB; 20,000 characters are at most
 80 KB in UTF-16 whatever the script (and about 40 KB for most text)."""
 
-HTTP_TIMEOUT = 30.0
-MAX_RETRIES = 5
-RETRY_BASE_DELAY = 0.5
-RETRY_MAX_DELAY = 8.0
-MAX_RETRY_AFTER = 60.0  # a longer Retry-After ends the call; the task runs again later
 TYPING_REFRESH = 3.0  # Teams hides a typing indicator after a few seconds
 # Teams ends a stream that is still open after two minutes ("Content stream finished due to
 # exceeded streaming time"); before that, the answer is finalized and edited from then on.
 STREAM_TIME_LIMIT = 100.0
-TOKEN_MARGIN = 300.0  # a token is renewed this long before it expires
-TOKEN_SCOPE = f"{AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE}/.default"
-MULTI_TENANT = "botframework.com"
 
-RETRY_STATUSES = frozenset({412, 429, 502, 503, 504})
-TRANSIENT_STATUSES = RETRY_STATUSES | {408, 500}
 
 _SHORTCODES = {
     ":warning:": "⚠️",
@@ -95,212 +84,8 @@ _SHORTCODES = {
 _SHORTCODE = re.compile(r":[a-z0-9_+-]+:")
 
 
-class TeamsDeliveryError(DeliveryError):
-    """A Bot Connector (or login) call failed for good: its own retries are spent or the
-    refusal is final. `status` is None when no HTTP answer came back."""
-
-    def __init__(
-        self,
-        operation: str,
-        status: int | None,
-        code: str,
-        detail: str = "",
-        *,
-        transient: bool | None = None,
-    ) -> None:
-        super().__init__(f"Teams {operation} failed: {status or 'no response'} {code}".rstrip())
-        self.operation = operation
-        self.status = status
-        self.code = code
-        self.detail = detail
-        self._transient = transient
-
-    @property
-    def retryable(self) -> bool:
-        """True when trying the whole reply again later may succeed."""
-        if self._transient is not None:
-            return self._transient
-        return self.status is None or self.status in TRANSIENT_STATUSES
-
-    @property
-    def stream_refused(self) -> bool:
-        """403 ContentStreamNotAllowed: no streaming here, or this stream has ended."""
-        return self.status == 403 and self.code == "ContentStreamNotAllowed"
-
-    @property
-    def stream_cancelled(self) -> bool:
-        """The user pressed Stop on the streaming answer."""
-        return self.stream_refused and "cancel" in self.detail.lower()
-
-
 class _Cancelled(Exception):
     pass
-
-
-# -- HTTP ------------------------------------------------------------------------------
-
-
-class _Tokens:
-    """Client-credentials tokens for the Bot Connector, cached until shortly before expiry."""
-
-    def __init__(self, url: str, app_id: str, password: str) -> None:
-        self.url = url
-        self._form = {
-            "grant_type": "client_credentials",
-            "client_id": app_id,
-            "client_secret": password,
-            "scope": TOKEN_SCOPE,
-        }
-        self._token: str | None = None
-        self._valid_until = 0.0
-        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
-
-    async def get(self, http: _Http) -> str:
-        if self._token is not None and time.monotonic() < self._valid_until:
-            return self._token
-        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-        async with lock:
-            if self._token is not None and time.monotonic() < self._valid_until:
-                return self._token
-            body = await http.request("token", "POST", self.url, form=self._form, auth=False)
-            token, lifetime = body.get("access_token"), body.get("expires_in", 3600)
-            if not isinstance(token, str) or not token:
-                raise TeamsDeliveryError("token", 200, "no_access_token")
-            try:
-                seconds = float(lifetime)
-            except (TypeError, ValueError):
-                seconds = 3600.0
-            self._token = token
-            self._valid_until = time.monotonic() + seconds - min(TOKEN_MARGIN, seconds / 2)
-            log.info("acquired a Bot Connector token valid for %.0fs", seconds)
-            return token
-
-    def invalidate(self, token: str) -> None:
-        if self._token == token:
-            self._token = None
-
-
-class _Http:
-    """One aiohttp session per event loop, the outbound token, retries, typed errors."""
-
-    def __init__(
-        self,
-        tokens: _Tokens | None,
-        *,
-        max_retries: int = MAX_RETRIES,
-        base_delay: float = RETRY_BASE_DELAY,
-        max_delay: float = RETRY_MAX_DELAY,
-    ) -> None:
-        self.tokens = tokens
-        self._max_retries = max_retries
-        self._base_delay = base_delay
-        self._max_delay = max_delay
-        self._session: aiohttp.ClientSession | None = None
-        self._session_loop: asyncio.AbstractEventLoop | None = None
-
-    def _ready(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._session_loop is not loop:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT))
-            self._session_loop = loop
-        return self._session
-
-    async def request(
-        self,
-        op: str,
-        method: str,
-        url: str,
-        *,
-        payload: Mapping[str, Any] | None = None,
-        form: Mapping[str, str] | None = None,
-        auth: bool = True,
-        where: str = "",
-    ) -> dict[str, Any]:
-        attempt = 0
-        renewed = False
-        while True:
-            headers: dict[str, str] = {}
-            token = None
-            if auth and self.tokens is not None:
-                token = await self.tokens.get(self)
-                headers["Authorization"] = f"Bearer {token}"
-            retry_after: str | None = None
-            try:
-                async with self._ready().request(
-                    method, url, json=payload, data=form, headers=headers
-                ) as resp:
-                    status: int | None = resp.status
-                    body = await resp.read()
-                    retry_after = resp.headers.get("Retry-After")
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                status, body = None, type(exc).__name__.encode()
-            if status is not None and status < 300:
-                return _json_object(body)
-            if status == 401 and token is not None and not renewed and self.tokens is not None:
-                self.tokens.invalidate(token)  # revoked or rotated: one more try, new token
-                renewed = True
-                continue
-            code, detail = _error_of(status, body)
-            if (status is None or status in RETRY_STATUSES) and attempt < self._max_retries:
-                delay = self._delay(attempt, retry_after)
-                if delay is not None:
-                    log.info("Teams %s got %s; retry %d in %.2fs", op, status, attempt + 1, delay)
-                    await asyncio.sleep(delay)
-                    attempt += 1
-                    continue
-            if not (status == 403 and code == "ContentStreamNotAllowed"):
-                log.warning("Teams %s failed%s: %s %s", op, where, status or "no response", code)
-            raise TeamsDeliveryError(op, status, code, detail)
-
-    def _delay(self, attempt: int, retry_after: str | None) -> float | None:
-        """Seconds to wait before the next try, None when Retry-After asks for too long."""
-        if retry_after is not None and (seconds := _parse_retry_after(retry_after)) is not None:
-            return seconds if seconds <= MAX_RETRY_AFTER else None
-        backoff: float = min(self._max_delay, self._base_delay * 2.0**attempt)
-        return backoff * (0.5 + random.random() / 2)
-
-    async def aclose(self) -> None:
-        session, self._session = self._session, None
-        if session is not None and self._session_loop is asyncio.get_running_loop():
-            await session.close()
-
-
-def _parse_retry_after(value: str) -> float | None:
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _error_of(status: int | None, body: bytes) -> tuple[str, str]:
-    """(code, message) of a refused call: Bot Connector's {"error": {"code", "message"}},
-    the login endpoint's {"error": "..."}, or the bare status."""
-    data = _json_object(body)
-    error = data.get("error")
-    if isinstance(error, dict):
-        code, message = error.get("code"), error.get("message")
-        return str(code or f"http_{status}"), str(message or "")
-    if isinstance(error, str):
-        return error, str(data.get("error_description") or "")
-    if status is None:
-        return "connection_error", body.decode(errors="replace")
-    return f"http_{status}", ""
 
 
 # -- where the answer goes -------------------------------------------------------------
@@ -403,7 +188,7 @@ class TeamsReply:
 
     def __init__(
         self,
-        http: _Http,
+        http: Connector,
         address: _Address,
         *,
         mode: Mode,
@@ -739,7 +524,7 @@ class TeamsOutbound:
 
     def __init__(
         self,
-        tokens: _Tokens | None,
+        tokens: Tokens | None,
         *,
         channel_reply: Literal["update", "once"] = "update",
         update_interval: float = 1.0,
@@ -747,7 +532,7 @@ class TeamsOutbound:
         retry_base_delay: float = RETRY_BASE_DELAY,
         stream_time_limit: float = STREAM_TIME_LIMIT,
     ) -> None:
-        self._http = _Http(tokens, max_retries=max_retries, base_delay=retry_base_delay)
+        self._http = Connector(tokens, max_retries=max_retries, base_delay=retry_base_delay)
         self._stream_time_limit = stream_time_limit
         self._channel_reply: Literal["update", "once"] = channel_reply
         self._interval = update_interval
@@ -787,7 +572,7 @@ class TeamsOutbound:
 def create_outbound(
     settings: Settings, *, stream_time_limit: float = STREAM_TIME_LIMIT
 ) -> TeamsOutbound:
-    tokens: _Tokens | None = None
+    tokens: Tokens | None = None
     if settings.microsoft_app_type == "UserAssignedMSI":
         raise SettingsError(
             "MicrosoftAppType=UserAssignedMSI is not supported yet: use SingleTenant (or "
@@ -804,7 +589,7 @@ def create_outbound(
         else:
             tenant = MULTI_TENANT
         login = settings.teams_login_url.rstrip("/")
-        tokens = _Tokens(
+        tokens = Tokens(
             f"{login}/{quote(tenant, safe='')}/oauth2/v2.0/token",
             settings.microsoft_app_id,
             password.get_secret_value(),

@@ -15,12 +15,12 @@ import pytest
 
 from bots.base import ReplyState
 from bots.registry import outbound_factory
+from bots.teams.connector import TeamsDeliveryError
 from bots.teams.inbound import read_message
 from bots.teams.outbound import (
     INFORMATIVE,
     MESSAGE_LIMIT,
     THINKING,
-    TeamsDeliveryError,
     TeamsOutbound,
     TeamsReply,
     create_outbound,
