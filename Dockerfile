@@ -6,6 +6,8 @@ COPY parley ./parley
 COPY bots ./bots
 COPY workers ./workers
 COPY llm ./llm
+COPY privacy ./privacy
+COPY guardrails ./guardrails
 RUN python -m venv /opt/parley && /opt/parley/bin/pip install --no-cache-dir .
 
 FROM python:3.11-slim
