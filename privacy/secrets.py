@@ -50,7 +50,8 @@ _WORD = r"[ \t]+(?!(?:is|es|was|era|será|sería)\b)[\w.@#/-]+"
 _FILLER = rf"(?:{_WORD}){{0,6}}?"
 _SOME_FILLER = rf"(?:{_WORD}){{1,6}}?"
 _QUOTES = "\"'\u201c\u201d\u2018\u2019"
-_VALUE = rf"[{_QUOTES}]?(?P<v>[^\s{_QUOTES},;]{{3,}})"
+# "//" after the colon is a URL ("…se cambia en https://id.example/reset"), not a value.
+_VALUE = rf"[{_QUOTES}]?(?!//)(?P<v>[^\s{_QUOTES},;]{{3,}})"
 
 SECRET_PATTERNS: tuple[RegexPattern, ...] = (
     RegexPattern(

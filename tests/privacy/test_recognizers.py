@@ -121,6 +121,7 @@ def test_a_private_key_cut_off_is_redacted_to_the_end() -> None:
         "Bearer authentication is configured in the gateway",
         "release v2.3.1 on 2024-03-15 fixed error 0x80070005 on vpn.example.com",
         "see https://intranet.example.com/wiki/page?id=55123 and ssh admin@10.0.0.1",
+        "la contraseña se cambia en https://id.acme.example/reset",
     ],
 )
 def test_no_secret_in_ordinary_text(text: str) -> None:
