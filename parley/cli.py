@@ -21,7 +21,9 @@ log = logging.getLogger("parley")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the HTTP ingress (Slack events, health)")
+    serve = commands.add_parser(
+        "serve", help="run the HTTP ingress (Slack and Teams webhooks, health)"
+    )
     serve.add_argument(
         "--socket-mode",
         action="store_true",
