@@ -117,16 +117,48 @@ def slack_routes(app: AsyncApp, settings: Settings) -> list[web.RouteDef]:
     async def slack_events(request: web.Request) -> web.Response:
         try:
             bolt_request = await to_bolt_request(request)
+            well_formed = is_well_formed(bolt_request.body)
         except Exception:
-            # Bolt parses before it verifies: check the signature here so that garbage
-            # from strangers still gets 401, and only Slack's own bad payloads get 400.
+            well_formed = False
+        if not well_formed:
+            # Bolt parses before it verifies, and its middleware assumes Slack's shapes:
+            # check the signature here so that garbage from strangers still gets 401, and
+            # only bad payloads that Slack signed get 400.
             if not await _signed_by_slack(request, verifier):
                 return web.Response(status=401, text="invalid request signature")
-            log.warning("rejecting a signed Slack request whose body could not be parsed")
+            log.warning("rejecting a signed Slack request whose body is malformed")
             return web.Response(status=400, text="malformed request body")
         return await to_aiohttp_response(await app.async_dispatch(bolt_request))
 
     return [web.post("/slack/events", slack_events)]
+
+
+# Event fields the listeners and bolt's middleware read as strings.
+_EVENT_STRINGS = (
+    "type",
+    "subtype",
+    "user",
+    "channel",
+    "channel_type",
+    "ts",
+    "thread_ts",
+    "text",
+    "bot_id",
+    "team",
+)
+
+
+def is_well_formed(body: object) -> bool:
+    """The shape bolt and the listeners rely on: an object whose `event`, if any, is an
+    object whose string fields are strings."""
+    if not isinstance(body, dict) or not isinstance(body.get("type", ""), str):
+        return False
+    if "event" not in body:
+        return True
+    event = body["event"]
+    return isinstance(event, dict) and all(
+        isinstance(event[name], str) for name in _EVENT_STRINGS if event.get(name) is not None
+    )
 
 
 async def _signed_by_slack(request: web.Request, verifier: SignatureVerifier | None) -> bool:
@@ -141,7 +173,7 @@ async def _signed_by_slack(request: web.Request, verifier: SignatureVerifier | N
 def normalize(event: dict[str, Any], body: dict[str, Any], text: str) -> InboundMessage | None:
     """Turn a Slack message event into the platform-neutral message, or None if unusable."""
     channel, ts, user = event.get("channel"), event.get("ts"), event.get("user")
-    if not (isinstance(channel, str) and isinstance(ts, str) and isinstance(user, str)):
+    if not (channel and ts and user):
         log.warning("ignoring a Slack event without channel, ts or user")
         return None
     team = _team(event, body)
