@@ -30,24 +30,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from privacy.analyzer import DEFAULT_SPACY_MODEL, Finding, PersonalDataAnalyzer, get_analyzer
+from privacy.analyzer import (
+    DEFAULT_SPACY_MODEL,
+    ENTITIES,
+    Finding,
+    PersonalDataAnalyzer,
+    get_analyzer,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "privacy" / "data"
 LABELED_SET = DATA / "helpdesk_messages.jsonl"
 # The admin-defined pattern the labeled set uses.
 PATTERNS = {"EMPLOYEE_ID": r"\bEMP-\d{6}\b"}
-STRUCTURED = (
-    "EMAIL_ADDRESS",
-    "PHONE_NUMBER",
-    "CREDIT_CARD",
-    "IBAN_CODE",
-    "IP_ADDRESS",
-    "US_SSN",
-    "ES_NIF",
-    "ES_NIE",
-    "SECRET",
-    "EMPLOYEE_ID",
-)
+# Everything but names is structured (held to the higher recall target).
+STRUCTURED = (*(e for e in ENTITIES if e != "PERSON"), *PATTERNS)
 TARGETS = {
     "structured_recall": 0.95,
     "english_person_recall": 0.85,
