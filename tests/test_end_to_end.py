@@ -280,3 +280,25 @@ def test_slack_rate_limits_beyond_the_clients_retries_end_in_one_answer(
         _wait_for_texts(fake_slack, svc, event["ts"], ["You said: can I expense a monitor?"])
     finally:
         svc.stop()
+
+
+def test_the_request_path_never_waits_on_the_model(
+    redis_url: str, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    # The model takes 30 s to say anything; acknowledgements must not notice.
+    with FakeTGI(ttft=30) as tgi:
+        svc = _service(redis_url, tgi.url, fake_slack, tmp_path)
+        try:
+            svc.start_serve()
+            worker = svc.start_worker()
+            slowest = 0.0
+            for i in range(5):
+                started = time.monotonic()
+                status, _ = svc.deliver(slack_events.mention(f"question {i}"))
+                slowest = max(slowest, time.monotonic() - started)
+                assert status == 200
+            tgi.wait_for_requests(5, timeout=20)  # the work is under way meanwhile
+            worker.kill()  # rather than wait 30 s for the answers to finish
+        finally:
+            svc.stop()
+    assert slowest < 2.0, f"an acknowledgement took {slowest:.2f}s"
