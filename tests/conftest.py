@@ -7,11 +7,18 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+from hypothesis import settings
 from redis.asyncio import Redis as AsyncRedis
 
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.tgi import FakeTGI
 from tests.support import slack_events as ev
+
+# The test command is deterministic, so that CI never turns red by chance; search new
+# examples with HYPOTHESIS_PROFILE=explore scripts/test.
+settings.register_profile("deterministic", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "deterministic"))
 
 # A database of its own, flushed around every test; the broker queue lives in it too.
 # PARLEY_TEST_REDIS_URL lets test runs side by side use separate databases.

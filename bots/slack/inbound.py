@@ -60,7 +60,7 @@ def create_slack_app(settings: Settings, intake: Intake, *, socket_mode: bool = 
     async def on_mention(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
         if event.get("bot_id") or event.get("subtype") not in _ANSWERABLE_SUBTYPES:
             return
-        await enqueue(event, body, strip_mention(event.get("text", ""), context.bot_user_id))
+        await enqueue(event, body, strip_mention(event.get("text") or "", context.bot_user_id))
 
     @app.event("message")
     async def on_message(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
@@ -69,7 +69,7 @@ def create_slack_app(settings: Settings, intake: Intake, *, socket_mode: bool = 
         bot_user_id = context.bot_user_id
         if not event.get("user") or event.get("user") == bot_user_id:
             return
-        text = event.get("text", "")
+        text = event.get("text") or ""
         if event.get("channel_type") == "im":
             await enqueue(event, body, strip_mention(text, bot_user_id))
         elif bot_user_id and f"<@{bot_user_id}>" in text:
@@ -156,8 +156,11 @@ def is_well_formed(body: object) -> bool:
     if "event" not in body:
         return True
     event = body["event"]
+    # null counts as absent, except for the event type, which bolt matches on.
     return isinstance(event, dict) and all(
-        isinstance(event[name], str) for name in _EVENT_STRINGS if event.get(name) is not None
+        isinstance(event[name], str)
+        for name in _EVENT_STRINGS
+        if name in event and (event[name] is not None or name == "type")
     )
 
 
