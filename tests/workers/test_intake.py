@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import base64
 import json
 import time
 from typing import Any
@@ -12,8 +11,9 @@ from bots.base import IntakeUnavailable
 from parley.message import InboundMessage
 from tests.support.config import make_sealer, make_settings
 from tests.support.processes import free_port
+from tests.support.queue import queued_payloads
 from workers import keys
-from workers.celery_app import ANSWER_TASK, create_celery, publisher
+from workers.celery_app import create_celery, publisher
 from workers.intake import QueueIntake
 from workers.payload import open_message
 
@@ -41,14 +41,7 @@ def _intake(redis: Redis, broker_url: str) -> QueueIntake:
 
 
 def _queued(sync_redis: Any) -> list[dict[str, Any]]:
-    tasks = []
-    # Kombu LPUSHes and workers BRPOP: consumption order is from the tail.
-    for raw in reversed(sync_redis.lrange("intake-test", 0, -1)):
-        envelope = json.loads(raw)
-        assert envelope["headers"]["task"] == ANSWER_TASK
-        args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
-        tasks.append(args[0])
-    return tasks
+    return queued_payloads(sync_redis, "intake-test")
 
 
 async def test_a_message_is_queued_once_in_its_threads_order(

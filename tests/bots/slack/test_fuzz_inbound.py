@@ -4,9 +4,7 @@ without a 5xx, logs no unhandled error, and queues only valid sealed messages.""
 
 from __future__ import annotations
 
-import base64
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -23,9 +21,9 @@ from parley.server import create_web_app
 from tests.fakes.slack_api import FakeSlack
 from tests.support import slack_events as ev
 from tests.support.config import make_sealer, make_settings
+from tests.support.queue import assert_no_errors, queued_messages
 from workers.celery_app import create_celery, publisher
 from workers.intake import QueueIntake
-from workers.payload import open_message
 
 QUEUE = "fuzz-slack-test"
 Client = TestClient[Any, Any]
@@ -147,23 +145,14 @@ async def client(redis_url: str, aredis: Redis, fake_slack: FakeSlack) -> AsyncI
 
 def drain_queue(sync_redis: redis.Redis) -> int:
     """Open every queued task (it must be a valid sealed message), then empty the queue."""
-    raws = sync_redis.lrange(QUEUE, 0, -1)
+    messages = queued_messages(sync_redis, QUEUE)
     sync_redis.delete(QUEUE)
-    sealer = make_sealer()
-    for raw in raws:
-        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
-        message = open_message(args[0], sealer)
+    for message in messages:
         assert message.platform == "slack"
         assert message.channel
         assert message.thread
         assert message.user
-    return len(raws)
-
-
-def assert_no_errors(caplog: pytest.LogCaptureFixture) -> None:
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    caplog.clear()
-    assert not errors, [(r.name, r.getMessage(), r.exc_text) for r in errors]
+    return len(messages)
 
 
 FUZZ = settings(

@@ -3,8 +3,6 @@ Slack Web API for auth.test, and signed HTTP requests on loopback."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode
@@ -21,9 +19,9 @@ from tests.fakes.slack_api import FakeSlack
 from tests.support import slack_events as ev
 from tests.support.config import make_sealer, make_settings
 from tests.support.processes import free_port
+from tests.support.queue import queued_messages
 from workers.celery_app import create_celery, publisher
 from workers.intake import QueueIntake
-from workers.payload import open_message
 
 QUEUE = "inbound-test"
 
@@ -68,12 +66,7 @@ async def client(
 
 
 def _queued(sync_redis: redis.Redis) -> list[dict[str, Any]]:
-    out = []
-    # Kombu LPUSHes and workers BRPOP: consumption order is from the tail.
-    for raw in reversed(sync_redis.lrange(QUEUE, 0, -1)):
-        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
-        out.append(open_message(args[0], make_sealer()).model_dump())
-    return out
+    return [m.model_dump() for m in queued_messages(sync_redis, QUEUE)]
 
 
 async def _deliver(client: TestClient[Any, Any], event: dict[str, Any]) -> int:

@@ -4,9 +4,7 @@ body is really parsed). Never a 5xx, no error logged, only valid sealed messages
 
 from __future__ import annotations
 
-import base64
 import json
-import logging
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -21,9 +19,9 @@ from bots.teams.inbound import ROUTE, teams_routes
 from parley.server import create_web_app
 from tests.fakes.bot_framework import APP_ID, APP_PASSWORD, TENANT_ID, FakeBotFramework
 from tests.support.config import make_sealer, make_settings
+from tests.support.queue import assert_no_errors, queued_messages
 from workers.celery_app import create_celery, publisher
 from workers.intake import QueueIntake
-from workers.payload import open_message
 
 QUEUE = "fuzz-teams-test"
 Client = TestClient[Any, Any]
@@ -205,24 +203,15 @@ async def client(redis_url: str, aredis: Redis, fake_bf: FakeBotFramework) -> As
 
 def drain_queue(sync_redis: redis.Redis) -> int:
     """Open every queued task (it must be a valid sealed message), then empty the queue."""
-    raws = sync_redis.lrange(QUEUE, 0, -1)
+    messages = queued_messages(sync_redis, QUEUE)
     sync_redis.delete(QUEUE)
-    sealer = make_sealer()
-    for raw in raws:
-        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
-        message = open_message(args[0], sealer)
+    for message in messages:
         assert message.platform == "teams"
         assert message.text
         assert message.channel
         assert message.thread
         assert message.user
-    return len(raws)
-
-
-def assert_no_errors(caplog: pytest.LogCaptureFixture) -> None:
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    caplog.clear()
-    assert not errors, [(r.name, r.getMessage()[:500], r.exc_text) for r in errors]
+    return len(messages)
 
 
 def token_for(bf: FakeBotFramework, activity: Any) -> dict[str, str]:

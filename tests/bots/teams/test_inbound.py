@@ -24,9 +24,9 @@ from parley.settings import Settings
 from tests.fakes.bot_framework import APP_ID, APP_PASSWORD, TENANT_ID, FakeBotFramework
 from tests.support.config import make_sealer, make_settings
 from tests.support.processes import free_port
+from tests.support.queue import queued_messages
 from workers.celery_app import create_celery, publisher
 from workers.intake import QueueIntake
-from workers.payload import open_message
 
 QUEUE = "teams-inbound-test"
 Client = TestClient[Any, Any]
@@ -79,12 +79,7 @@ async def client(redis_url: str, aredis: Redis, fake_bf: FakeBotFramework) -> As
 
 
 def _queued(sync_redis: redis.Redis) -> list[dict[str, Any]]:
-    out = []
-    # Kombu LPUSHes and workers BRPOP: consumption order is from the tail.
-    for raw in reversed(sync_redis.lrange(QUEUE, 0, -1)):
-        args, _, _ = json.loads(base64.b64decode(json.loads(raw)["body"]))
-        out.append(open_message(args[0], make_sealer()).model_dump())
-    return out
+    return [m.model_dump() for m in queued_messages(sync_redis, QUEUE)]
 
 
 async def _post(
