@@ -83,7 +83,9 @@ async def _check_redis(settings: Settings) -> None:
 async def _serve(settings: Settings, *, socket_mode: bool) -> None:
     from aiohttp import web
 
+    from admin.setup import create_admin
     from bots.slack.inbound import create_slack_app, slack_routes
+    from llm.tgi import create_model
     from parley.server import create_web_app
     from privacy.crypto import Sealer
     from workers.celery_app import create_celery, publisher
@@ -93,17 +95,26 @@ async def _serve(settings: Settings, *, socket_mode: bool) -> None:
     await _check_redis(settings)
     celery = create_celery(settings)
     redis = redis_client(settings, max_connections=256)
+    model = create_model(settings)  # only asked for its /info, by `status`
+    admin = create_admin(settings, redis, model.server_info)
     intake = QueueIntake(
         redis,
         publisher(celery, settings),
         Sealer(settings.require_encryption_key()),
         dedupe_ttl=settings.dedupe_ttl_seconds,
         thread_ttl=settings.memory_ttl_seconds,
+        channels=admin.channels,
     )
     routes: list[web.RouteDef] = []
     slack = None
     if settings.slack_enabled or socket_mode:
-        slack = create_slack_app(settings, intake, socket_mode=socket_mode)
+        slack = create_slack_app(
+            settings,
+            intake,
+            commands=admin.commands,
+            feedback=admin.feedback,
+            socket_mode=socket_mode,
+        )
         if not socket_mode:
             routes += slack_routes(slack, settings)
     if settings.teams_enabled:
@@ -148,6 +159,7 @@ async def _serve(settings: Settings, *, socket_mode: bool) -> None:
     if handler is not None:
         await handler.close_async()  # type: ignore[no-untyped-call]
     await runner.cleanup()
+    await model.aclose()
     await redis.aclose()
 
 

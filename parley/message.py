@@ -7,6 +7,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 
+def thread_key(platform: str, tenant: str, channel: str, thread: str) -> str:
+    """Names one conversation: memory and ordering are kept per thread key."""
+    return f"{platform}:{tenant}:{channel}:{thread}"
+
+
 class InboundMessage(BaseModel):
     """One chat message to answer. JSON-serializable: it is the Celery task payload."""
 
@@ -21,11 +26,16 @@ class InboundMessage(BaseModel):
     message_id: str = Field(min_length=1, description="Unique per platform message")
     reply_to: dict[str, Any] = Field(description="Opaque address the outbound half replies to")
     received_at: float = Field(description="Unix time the ingress acknowledged it")
+    addressed: bool = Field(
+        True,
+        description="Written to Parley (a mention or a direct message), not a follow-up or "
+        "a message it reads because its channel is in `mode all`",
+    )
+    direct: bool = Field(False, description="A direct message (Slack DM, Teams personal chat)")
 
     @property
     def thread_key(self) -> str:
-        """Names one conversation: memory and ordering are kept per thread key."""
-        return f"{self.platform}:{self.tenant}:{self.channel}:{self.thread}"
+        return thread_key(self.platform, self.tenant, self.channel, self.thread)
 
     @property
     def message_key(self) -> str:

@@ -152,6 +152,31 @@ class Settings(BaseSettings):
     )
     memory_max_turns: int = Field(200, ge=2, validation_alias=_env("PARLEY_MEMORY_MAX_TURNS"))
 
+    # Administration
+    # The Slack slash command, as registered in the app manifest.
+    slack_command: str = Field(
+        "/parley", pattern=r"^/[a-z0-9_-]{1,31}$", validation_alias=_env("PARLEY_SLACK_COMMAND")
+    )
+    # Bootstrap admins of every channel: platform-qualified user ids, comma-separated,
+    # e.g. "slack:U012ABCDEF,teams:00000000-aad-object-id".
+    admins: str = Field("", validation_alias=_env("PARLEY_ADMINS"))
+    # Slack workspace admins and owners (users.info) count as admins of every channel.
+    slack_workspace_admins: bool = Field(
+        False, validation_alias=_env("PARLEY_SLACK_WORKSPACE_ADMINS")
+    )
+    # Whether Parley answers in channels no admin has configured yet.
+    default_channel_policy: Literal["allow", "deny"] = Field(
+        "allow", validation_alias=_env("PARLEY_DEFAULT_CHANNEL_POLICY")
+    )
+    # Whether people may write to Parley in direct messages (Slack DMs, Teams personal chats).
+    direct_messages: Literal["allow", "deny"] = Field(
+        "allow", validation_alias=_env("PARLEY_DIRECT_MESSAGES")
+    )
+    # The audit log keeps about this many newest entries.
+    audit_max_entries: int = Field(
+        100_000, ge=100, validation_alias=_env("PARLEY_AUDIT_MAX_ENTRIES")
+    )
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", validation_alias=_env("PARLEY_LOG_LEVEL")
     )
@@ -171,6 +196,24 @@ class Settings(BaseSettings):
                     "`parley keygen`"
                 )
         return value
+
+    @field_validator("admins")
+    @classmethod
+    def _check_admins(cls, value: str) -> str:
+        for item in _split_list(value):
+            platform, _, user = item.partition(":")
+            if not platform or not user:
+                raise ValueError(
+                    f"{item!r} is not a platform-qualified user id; write e.g. "
+                    "slack:U012ABCDEF or teams:<Azure AD object id>, separated by commas"
+                )
+        return value
+
+    @property
+    def admin_ids(self) -> frozenset[tuple[str, str]]:
+        """(platform, user id) of every bootstrap admin."""
+        pairs = (item.partition(":") for item in _split_list(self.admins))
+        return frozenset((platform.lower(), user) for platform, _, user in pairs)
 
     def require_encryption_key(self) -> bytes:
         key = self.encryption_key_bytes
@@ -267,6 +310,10 @@ class Settings(BaseSettings):
                 "SLACK_APP_TOKEN must be an app-level token starting with 'xapp-' "
                 "(Basic Information > App-Level Tokens, scope connections:write)."
             )
+
+
+def _split_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from celery import Celery, Task
-from celery.signals import worker_shutdown
+from celery.signals import worker_ready, worker_shutdown
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
@@ -71,6 +71,15 @@ def create_celery(settings: Settings) -> Celery:
             if not runtimes:
                 runtimes.append(WorkerRuntime(settings))
             return runtimes[0]
+
+    @worker_ready.connect(weak=False)
+    def _warm_up(**_: Any) -> None:
+        # Load the language analysis and connect now, not on the first message, and start
+        # the heartbeat that `status` counts workers by.
+        try:
+            runtime().warm_up()
+        except Exception:
+            log.exception("could not prepare the pipeline; the first message will try again")
 
     @worker_shutdown.connect(weak=False)
     def _close_runtime(**_: Any) -> None:

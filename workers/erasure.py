@@ -13,7 +13,9 @@ from typing import cast
 from redis.asyncio import Redis
 
 from guardrails.limits import user_key
-from privacy.redactor import Redactor
+from parley.settings import Settings
+from privacy.crypto import Sealer
+from privacy.vault import PlaceholderVault
 from workers import keys
 from workers.memory import ThreadMemory
 
@@ -27,14 +29,16 @@ class ErasureReport:
 
 
 class Erasure:
-    def __init__(self, redis: Redis, memory: ThreadMemory, redactor: Redactor) -> None:
+    # Only the vault, not the redactor: erasing needs no language model for analysis, so
+    # the ingress can run it without loading one.
+    def __init__(self, redis: Redis, memory: ThreadMemory, vault: PlaceholderVault) -> None:
         self._redis = redis
         self._memory = memory
-        self._redactor = redactor
+        self._vault = vault
 
     async def forget_thread(self, thread_key: str) -> None:
         await self._memory.forget(thread_key)
-        await self._redactor.forget_thread(thread_key)
+        await self._vault.forget_thread(thread_key)
         await self._redis.delete(keys.active_thread(thread_key), keys.thread_queue(thread_key))
         log.info("forgot thread %s", thread_key)
 
@@ -46,7 +50,7 @@ class Erasure:
         turns = 0
         for thread_key in sorted(threads):
             turns += await self._memory.forget_user(thread_key, user)
-            await self._redactor.forget_user(thread_key, user)
+            await self._vault.forget_user(thread_key, user)
         await self._redis.delete(index, user_key(platform, tenant, user))
         log.info(
             "forgot user %s:%s:%s: %d threads, %d turns",
@@ -57,3 +61,11 @@ class Erasure:
             turns,
         )
         return ErasureReport(threads=len(threads), turns=turns)
+
+
+def create_erasure(settings: Settings, redis: Redis) -> Erasure:
+    key = settings.require_encryption_key()
+    memory = ThreadMemory(
+        redis, Sealer(key), ttl=settings.memory_ttl_seconds, max_turns=settings.memory_max_turns
+    )
+    return Erasure(redis, memory, PlaceholderVault(redis, key, ttl=settings.memory_ttl_seconds))

@@ -13,8 +13,9 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from admin.channels import ChannelStore
 from bots.base import IntakeUnavailable
-from parley.message import InboundMessage
+from parley.message import InboundMessage, thread_key
 from privacy.crypto import Sealer
 from workers import keys
 from workers.payload import seal_message
@@ -33,12 +34,14 @@ class QueueIntake:
         *,
         dedupe_ttl: int,
         thread_ttl: int,
+        channels: ChannelStore | None = None,
     ) -> None:
         self._redis = redis
         self._publish = publish
         self._sealer = sealer
         self._dedupe_ttl = dedupe_ttl
         self._thread_ttl = thread_ttl
+        self._channels = channels
 
     async def submit(self, message: InboundMessage) -> bool:
         seen_key = keys.seen(message.platform, message.tenant, message.message_id)
@@ -64,9 +67,17 @@ class QueueIntake:
         return True
 
     async def is_active_thread(self, platform: str, tenant: str, channel: str, thread: str) -> bool:
-        thread_key = f"{platform}:{tenant}:{channel}:{thread}"
+        key = keys.active_thread(thread_key(platform, tenant, channel, thread))
         try:
-            return bool(await self._redis.exists(keys.active_thread(thread_key)))
+            return bool(await self._redis.exists(key))
+        except RedisError as exc:
+            raise IntakeUnavailable(f"Redis unreachable: {exc}") from exc
+
+    async def reads_channel(self, platform: str, tenant: str, channel: str) -> bool:
+        if self._channels is None:
+            return False
+        try:
+            return await self._channels.reads_all(platform, tenant, channel)
         except RedisError as exc:
             raise IntakeUnavailable(f"Redis unreachable: {exc}") from exc
 

@@ -40,3 +40,48 @@ def lease(message_key: str) -> str:
 def user_threads(platform: str, tenant: str, user: str) -> str:
     """The threads a user wrote in, so that "forget me" finds everything about them."""
     return f"{PREFIX}:user-threads:{platform}:{tenant}:{user}"
+
+
+# -- administration ------------------------------------------------------------------------
+
+
+def channel_config(platform: str, tenant: str, channel: str) -> str:
+    """A channel's settings (hash). No TTL: settings last until an admin changes them."""
+    return f"{PREFIX}:channel:{platform}:{tenant}:{channel}"
+
+
+def channel_admins(platform: str, tenant: str, channel: str) -> str:
+    """The channel's own admins (set of user ids), besides the bootstrap admins."""
+    return f"{PREFIX}:channel-admins:{platform}:{tenant}:{channel}"
+
+
+def usage(platform: str, tenant: str, channel: str) -> str:
+    """Counts of the channel's answers by outcome, tokens and ratings (hash, no TTL)."""
+    return f"{PREFIX}:usage:{platform}:{tenant}:{channel}"
+
+
+AUDIT = f"{PREFIX}:audit"
+"""The audit log: a capped stream of admin actions and refused attempts."""
+
+
+def answer(platform: str, tenant: str, message_id: str) -> str:
+    """Which question a message of Parley's answers (so a rating of it finds its turn)."""
+    return f"{PREFIX}:answer:{platform}:{tenant}:{message_id}"
+
+
+def ratings(message_key: str) -> str:
+    """People's ratings of the answer to one message (hash user -> good|bad)."""
+    return f"{PREFIX}:ratings:{message_key}"
+
+
+def user_ratings(platform: str, tenant: str, user: str) -> str:
+    """The answers a user rated, so that "forget me" finds their ratings."""
+    return f"{PREFIX}:user-ratings:{platform}:{tenant}:{user}"
+
+
+def worker_heartbeat(name: str) -> str:
+    """Present while a worker process runs (short TTL, renewed)."""
+    return f"{PREFIX}:worker:{name}"
+
+
+WORKER_HEARTBEATS = f"{PREFIX}:worker:*"

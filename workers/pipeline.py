@@ -19,6 +19,8 @@ from enum import Enum
 
 from redis.asyncio import Redis
 
+from admin.channels import ChannelPolicy, ChannelStore
+from admin.feedback import FeedbackStore
 from bots.base import DeliveryError, Outbound, Reply, ReplyState
 from guardrails.injection import InjectionFinding, detect_injection
 from guardrails.limits import RateLimiter, check_size
@@ -27,7 +29,6 @@ from guardrails.policy import harden_system_prompt, refusal_message
 from llm.base import (
     ChatMessage,
     ChatModel,
-    GenerationParams,
     ModelError,
     ModelOverloaded,
     ModelRejected,
@@ -60,6 +61,8 @@ class Outcome(Enum):
     FAILED = "failed"  # the user got a polite failure message
     DUPLICATE = "duplicate"  # another run already finished this message
     UNDELIVERABLE = "undeliverable"  # the platform refused the reply
+    DISABLED = "disabled"  # told that Parley is off in this channel
+    SKIPPED = "skipped"  # not written to Parley, in a channel where it is off
 
 
 MSG_MODEL_DOWN = (
@@ -77,6 +80,14 @@ MSG_MODEL_SLOW = (
 MSG_REJECTED = (
     ":warning: Sorry, the language model could not process this message. "
     "Try rephrasing or shortening it."
+)
+MSG_CHANNEL_OFF = (
+    ":zzz: Parley is turned off in this channel. An admin of this channel can turn it back "
+    "on with Parley's `enable` command; see its `help` command."
+)
+MSG_DIRECT_OFF = (
+    ":zzz: Parley does not answer direct messages in this workspace. Please ask in a channel "
+    "where it is enabled."
 )
 MSG_INTERNAL = (
     ":warning: Sorry, something went wrong on my side while answering. "
@@ -112,8 +123,8 @@ class Pipeline:
     memory: ThreadMemory
     order: ThreadOrder
     ledger: ReplyLedger
-    system_prompt: str
-    params: GenerationParams
+    channels: ChannelStore
+    feedback: FeedbackStore
     retry: RetryPolicy
     redactor: Redactor
     restore_personal_data: bool
@@ -142,6 +153,13 @@ class Pipeline:
     async def _answer(self, message: InboundMessage, resume: ReplyState | None) -> Outcome:
         started = time.monotonic()
         key = message.message_key
+        # Read for every message: an admin's change applies from the next one on.
+        policy = await self.channels.resolve(
+            message.platform, message.tenant, message.channel, direct=message.direct
+        )
+        if not policy.enabled and not message.addressed:
+            await self._mark_finished(message, Outcome.SKIPPED)
+            return Outcome.SKIPPED
 
         async def save_state(state: ReplyState) -> None:
             await self.ledger.save_reply_state(key, state)
@@ -152,6 +170,8 @@ class Pipeline:
             )
         except DeliveryError as exc:
             return await self._undeliverable(message, exc)
+        if not policy.enabled:
+            return await self._tell_disabled(message, reply)
         try:
             refusal = check_size(message.text, self.max_message_chars) or await self.limiter.check(
                 message.platform, message.tenant, message.channel, message.user
@@ -169,11 +189,11 @@ class Pipeline:
                     extra={"message_key": key, "redacted": redaction.counts},
                 )
             finding = self._screen_injection(key, redaction.text)
-            show = await self._display(message.thread_key)
+            show = await self._display(message.thread_key, policy)
             user_tokens, prompt = await self._prompt(
-                message.thread_key, redaction.text, finding=finding
+                message.thread_key, redaction.text, policy, finding=finding
             )
-            text = await self._generate(prompt, reply, show)
+            text = await self._generate(prompt, reply, show, policy)
         except AnswerFailed as failure:
             log.warning("message %s: %s", key, failure)
             return await self._fail(message, reply, failure.user_message)
@@ -201,6 +221,22 @@ class Pipeline:
             pipe.sadd(user_threads, message.thread_key)
             pipe.expire(user_threads, self.user_index_ttl)
             self.ledger.stage_finished(pipe, key, Outcome.ANSWERED.value)
+            self.feedback.stage_answer(
+                pipe,
+                platform=message.platform,
+                tenant=message.tenant,
+                channel=message.channel,
+                message_ids=reply.message_ids,
+                message_key=key,
+            )
+            self.feedback.stage_outcome(
+                pipe,
+                message.platform,
+                message.tenant,
+                message.channel,
+                Outcome.ANSWERED.value,
+                answer_tokens,
+            )
             await pipe.execute()
         answer_s = time.monotonic() - started
         queued_s = max(0.0, time.time() - message.received_at - answer_s)
@@ -234,7 +270,7 @@ class Pipeline:
                 raise AnswerFailed(refusal_message(finding), f"prompt injection ({finding.rule})")
         return finding
 
-    async def _display(self, thread_key: str) -> Display:
+    async def _display(self, thread_key: str, policy: ChannelPolicy) -> Display:
         """How model text is shown: no mass pings, secrets or system prompt; people's own
         values put back."""
         values = await self.redactor.restorable(thread_key) if self.restore_personal_data else {}
@@ -244,7 +280,7 @@ class Pipeline:
             # reply never has to be rewritten because of sanitizing.
             safe = sanitize_answer(
                 text,
-                system_prompt=f"{self.system_prompt}\n\n{PLACEHOLDER_NOTE}",
+                system_prompt=f"{policy.system_prompt}\n\n{PLACEHOLDER_NOTE}",
                 redact_secrets=redact_secrets,
                 partial=partial,
             )
@@ -253,22 +289,30 @@ class Pipeline:
         return show
 
     async def _prompt(
-        self, thread_key: str, text: str, *, finding: InjectionFinding | None = None
+        self,
+        thread_key: str,
+        text: str,
+        policy: ChannelPolicy,
+        *,
+        finding: InjectionFinding | None = None,
     ) -> tuple[int, list[ChatMessage]]:
         """System prompt + as much recent history as fits + the new (redacted) message."""
-        system_prompt = harden_system_prompt(f"{self.system_prompt}\n\n{PLACEHOLDER_NOTE}", finding)
+        system_prompt = harden_system_prompt(
+            f"{policy.system_prompt}\n\n{PLACEHOLDER_NOTE}", finding
+        )
+        max_new_tokens = policy.params.max_new_tokens
         system_tokens = await self.model.count_tokens(system_prompt)
         user_tokens = await self.model.count_tokens(text)
         history = await self.memory.load(thread_key)
         per_message = self.model.prompt_overhead_tokens(1) - self.model.prompt_overhead_tokens(0)
         fixed = system_tokens + user_tokens + self.model.prompt_overhead_tokens(2)
-        available = self.model.context_tokens - self.params.max_new_tokens - fixed
+        available = self.model.context_tokens - max_new_tokens - fixed
         if available < 0:
             limit = user_tokens + available
             raise AnswerFailed(msg_too_long(user_tokens, limit), "message exceeds the context")
         keep = fit_history(
             context_tokens=self.model.context_tokens,
-            max_new_tokens=self.params.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             fixed_tokens=fixed,
             history_token_counts=[turn.tokens + per_message for turn in history],
         )
@@ -279,7 +323,9 @@ class Pipeline:
             ChatMessage("user", text),
         ]
 
-    async def _generate(self, prompt: list[ChatMessage], reply: Reply, show: Display) -> str:
+    async def _generate(
+        self, prompt: list[ChatMessage], reply: Reply, show: Display, policy: ChannelPolicy
+    ) -> str:
         """Stream the answer into the reply; retry transient model errors with backoff.
 
         A retry starts the text over; the reply replaces what it showed.
@@ -288,7 +334,7 @@ class Pipeline:
         while True:
             text = ""
             try:
-                async for chunk in self.model.stream(prompt, self.params):
+                async for chunk in self.model.stream(prompt, policy.params):
                     text += chunk
                     await reply.update(show(text, True))
                 if text.strip():
@@ -310,6 +356,14 @@ class Pipeline:
         await self._mark_finished(message, Outcome.FAILED)
         return Outcome.FAILED
 
+    async def _tell_disabled(self, message: InboundMessage, reply: Reply) -> Outcome:
+        try:
+            await reply.finish(MSG_DIRECT_OFF if message.direct else MSG_CHANNEL_OFF)
+        except DeliveryError as exc:
+            return await self._undeliverable(message, exc)
+        await self._mark_finished(message, Outcome.DISABLED)
+        return Outcome.DISABLED
+
     async def _undeliverable(self, message: InboundMessage, exc: DeliveryError) -> Outcome:
         if exc.retryable:
             raise TryLater(str(exc)) from exc
@@ -320,6 +374,10 @@ class Pipeline:
     async def _mark_finished(self, message: InboundMessage, outcome: Outcome) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             self.ledger.stage_finished(pipe, message.message_key, outcome.value)
+            if outcome is Outcome.FAILED:
+                self.feedback.stage_outcome(
+                    pipe, message.platform, message.tenant, message.channel, outcome.value
+                )
             await pipe.execute()
         log.info(
             "message %s finished: %s",

@@ -9,28 +9,40 @@ the work per thread is only waiting on a future.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from admin.channels import ChannelStore
+from admin.feedback import FeedbackStore
 from bots.base import Outbound
 from bots.registry import outbound_factory
 from guardrails.limits import RateLimiter
-from llm.base import GenerationParams
 from llm.retry import RetryPolicy
 from llm.tgi import create_model
 from parley.message import InboundMessage
 from parley.settings import Settings
 from privacy.crypto import Sealer
 from privacy.redactor import create_redactor
+from workers import keys
 from workers.ledger import ReplyLedger
 from workers.memory import ThreadMemory
 from workers.ordering import ThreadOrder
 from workers.pipeline import Outcome, Pipeline
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 10
 
 
 def redis_client(settings: Settings, *, max_connections: int) -> Redis:
@@ -62,10 +74,14 @@ class WorkerRuntime:
         self._pipeline: Pipeline | None = None
         self._outbounds: dict[str, Outbound] = {}
         self._lock = threading.Lock()
+        self._heartbeat: asyncio.Task[None] | None = None
 
     def answer(self, message: InboundMessage) -> Outcome:
         pipeline = self._get_pipeline()
         return self._run(pipeline.answer(message))
+
+    def warm_up(self) -> None:
+        self._get_pipeline()
 
     def close(self) -> None:
         if self._pipeline is not None:
@@ -80,7 +96,11 @@ class WorkerRuntime:
         with self._lock:
             if self._pipeline is None:
                 self._pipeline = self._run(self._build())
+                self._heartbeat = self._run(self._start_heartbeat(self._pipeline.redis))
             return self._pipeline
+
+    async def _start_heartbeat(self, redis: Redis) -> asyncio.Task[None]:
+        return asyncio.get_running_loop().create_task(_heartbeat(redis, self._settings))
 
     async def _build(self) -> Pipeline:
         s = self._settings
@@ -97,13 +117,8 @@ class WorkerRuntime:
             ),
             order=ThreadOrder(redis, max_wait=s.visibility_timeout + s.longest_task_seconds),
             ledger=ReplyLedger(redis, ttl=s.dedupe_ttl_seconds, lease_ttl=lease_seconds(s)),
-            system_prompt=s.system_prompt,
-            params=GenerationParams(
-                max_new_tokens=s.max_new_tokens,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                repetition_penalty=s.repetition_penalty,
-            ),
+            channels=ChannelStore(redis, s),
+            feedback=FeedbackStore(redis, ttl=s.memory_ttl_seconds),
             retry=RetryPolicy.from_settings(s),
             redactor=create_redactor(s, redis),
             restore_personal_data=s.restore_personal_data,
@@ -120,7 +135,30 @@ class WorkerRuntime:
         return self._outbounds[platform]
 
     async def _aclose(self, pipeline: Pipeline) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+            with contextlib.suppress(RedisError):
+                await pipeline.redis.delete(keys.worker_heartbeat(_process_name()))
         for outbound in self._outbounds.values():
             await outbound.aclose()
         await pipeline.model.aclose()
         await pipeline.redis.aclose()
+
+
+def _process_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _heartbeat(redis: Redis, settings: Settings) -> None:
+    """Announce this process while it runs (`status` counts the workers this way); the key
+    expires soon after a crash."""
+    key = keys.worker_heartbeat(_process_name())
+    info = json.dumps({"started": time.time(), "concurrency": settings.worker_concurrency})
+    while True:
+        try:
+            await redis.set(key, info, ex=HEARTBEAT_SECONDS * 3)
+        except RedisError as exc:
+            log.warning("cannot write the worker heartbeat: %r", exc)
+        await asyncio.sleep(HEARTBEAT_SECONDS)

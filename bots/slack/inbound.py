@@ -14,13 +14,14 @@ import time
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.base import Intake, IntakeUnavailable
+from bots.base import Commands, Feedback, Intake, IntakeUnavailable, Rating
 from bots.slack.commands import register_commands
 from parley.message import InboundMessage
 from parley.settings import Settings
@@ -34,7 +35,14 @@ PLATFORM = "slack"
 _ANSWERABLE_SUBTYPES = {None, "thread_broadcast", "file_share"}
 
 
-def create_slack_app(settings: Settings, intake: Intake, *, socket_mode: bool = False) -> AsyncApp:
+def create_slack_app(
+    settings: Settings,
+    intake: Intake,
+    *,
+    commands: Commands | None = None,
+    feedback: Feedback | None = None,
+    socket_mode: bool = False,
+) -> AsyncApp:
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     secret = settings.slack_signing_secret
     app = AsyncApp(
@@ -47,8 +55,10 @@ def create_slack_app(settings: Settings, intake: Intake, *, socket_mode: bool = 
         ignoring_self_events_enabled=True,
     )
 
-    async def enqueue(event: dict[str, Any], body: dict[str, Any], text: str) -> None:
-        message = normalize(event, body, text)
+    async def enqueue(
+        event: dict[str, Any], body: dict[str, Any], text: str, *, addressed: bool = True
+    ) -> None:
+        message = normalize(event, body, text, addressed=addressed)
         if message is None:
             return
         if await intake.submit(message):
@@ -76,12 +86,50 @@ def create_slack_app(settings: Settings, intake: Intake, *, socket_mode: bool = 
             # The app_mention event for this message answers it; whichever of the two
             # arrives first is queued and the other is a duplicate of the same message.
             await enqueue(event, body, strip_mention(text, bot_user_id))
-        elif event.get("thread_ts") and await intake.is_active_thread(
-            PLATFORM, _team(event, body), event["channel"], event["thread_ts"]
-        ):
-            await enqueue(event, body, text)
+        elif event.get("thread_ts"):
+            if await intake.is_active_thread(
+                PLATFORM, _team(event, body), event["channel"], event["thread_ts"]
+            ):
+                await enqueue(event, body, text, addressed=False)
+        elif await intake.reads_channel(PLATFORM, _team(event, body), event["channel"]):
+            # An admin set this channel to `mode all`: every new message is a question.
+            await enqueue(event, body, text, addressed=False)
 
-    register_commands(app)
+    @app.event("reaction_added")
+    async def on_reaction_added(event: dict[str, Any], body: dict[str, Any], context: Any) -> None:
+        await rate(event, body, context, added=True)
+
+    @app.event("reaction_removed")
+    async def on_reaction_removed(
+        event: dict[str, Any], body: dict[str, Any], context: Any
+    ) -> None:
+        await rate(event, body, context, added=False)
+
+    async def rate(
+        event: dict[str, Any], body: dict[str, Any], context: Any, *, added: bool
+    ) -> None:
+        """👍/👎 on one of Parley's answers rates it; other reactions mean nothing."""
+        item = event.get("item")
+        rating = reaction_rating(event.get("reaction"))
+        if feedback is None or rating is None or not isinstance(item, dict):
+            return
+        channel, ts, user = item.get("channel"), item.get("ts"), event.get("user")
+        if item.get("type") != "message" or event.get("item_user") != context.bot_user_id:
+            return
+        if not (isinstance(channel, str) and isinstance(ts, str) and isinstance(user, str)):
+            return
+        answer, team = f"{channel}:{ts}", _team(event, body)
+        try:
+            if added:
+                await feedback.rate(PLATFORM, team, answer, user, rating)
+            else:
+                await feedback.withdraw(PLATFORM, team, answer, user, rating)
+        except RedisError as exc:
+            # A rating is not worth a retry storm from Slack: log it and move on.
+            log.warning("could not record a rating: %r", exc)
+
+    if commands is not None:
+        register_commands(app, settings.slack_command, commands)
 
     # Acknowledge every other subscribed event, so that Slack does not retry them.
     @app.event(re.compile(".*"))
@@ -173,7 +221,9 @@ async def _signed_by_slack(request: web.Request, verifier: SignatureVerifier | N
         return False
 
 
-def normalize(event: dict[str, Any], body: dict[str, Any], text: str) -> InboundMessage | None:
+def normalize(
+    event: dict[str, Any], body: dict[str, Any], text: str, *, addressed: bool = True
+) -> InboundMessage | None:
     """Turn a Slack message event into the platform-neutral message, or None if unusable."""
     channel, ts, user = event.get("channel"), event.get("ts"), event.get("user")
     if not (channel and ts and user):
@@ -191,7 +241,25 @@ def normalize(event: dict[str, Any], body: dict[str, Any], text: str) -> Inbound
         message_id=f"{channel}:{ts}",
         reply_to={"channel": channel, "thread_ts": thread, "team": team, "user": user},
         received_at=time.time(),
+        addressed=addressed,
+        direct=event.get("channel_type") == "im",
     )
+
+
+_GOOD = {"+1", "thumbsup"}
+_BAD = {"-1", "thumbsdown"}
+
+
+def reaction_rating(reaction: object) -> Rating | None:
+    """good, bad or None for a reaction name (skin tones ignored: "+1::skin-tone-3")."""
+    if not isinstance(reaction, str):
+        return None
+    name = reaction.partition("::")[0]
+    if name in _GOOD:
+        return "good"
+    if name in _BAD:
+        return "bad"
+    return None
 
 
 def strip_mention(text: str, bot_user_id: str | None) -> str:

@@ -202,6 +202,11 @@ class SlackReply:
         return self._mode
 
     @property
+    def message_ids(self) -> list[str]:
+        # As InboundMessage.message_id: a ts is unique within its channel only.
+        return [f"{self._to.channel}:{p.ts}" for p in self._parts]
+
+    @property
     def state(self) -> ReplyState:
         """What save_state receives: enough to take the messages over after a crash."""
         return {

@@ -213,6 +213,12 @@ class TeamsReply:
         return self._mode
 
     @property
+    def message_ids(self) -> list[str]:
+        # As InboundMessage.message_id: activity ids are unique within a conversation only.
+        channel = self._to.conversation_id.partition(";")[0]
+        return [f"{channel}:{p.id}" for p in self._parts]
+
+    @property
     def state(self) -> ReplyState:
         """What save_state receives: enough to take the messages over after a crash."""
         return {

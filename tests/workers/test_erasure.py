@@ -16,7 +16,7 @@ from tests.support import slack_events as ev
 from tests.support.config import make_settings
 from tests.support.scan import redis_dump
 from workers import keys
-from workers.erasure import Erasure
+from workers.erasure import create_erasure
 from workers.memory import ThreadMemory
 from workers.pipeline import Outcome
 from workers.runtime import WorkerRuntime
@@ -65,7 +65,7 @@ async def test_forget_user_then_thread(
 
     sealer = Sealer(settings.require_encryption_key())
     memory = ThreadMemory(aredis, sealer, ttl=600, max_turns=50)
-    erasure = Erasure(aredis, memory, create_redactor(settings, aredis))
+    erasure = create_erasure(settings, aredis)
     report = await erasure.forget_user("slack", ev.TEAM, "UALICE")
     assert (report.threads, report.turns) == (1, 2)
     turns = await memory.load(alice.thread_key)

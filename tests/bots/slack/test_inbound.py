@@ -12,6 +12,7 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 from redis.asyncio import Redis
 
+from admin.setup import create_admin
 from bots.slack.inbound import create_slack_app, slack_routes, strip_mention
 from parley.server import create_web_app
 from parley.settings import Settings
@@ -36,6 +37,10 @@ def _settings(redis_url: str, slack_url: str) -> Settings:
     )
 
 
+async def _no_model() -> dict[str, Any]:
+    raise ConnectionError("no model server in these tests")
+
+
 async def _client(settings: Settings, client_redis: Redis) -> TestClient[Any, Any]:
     celery = create_celery(settings)
     intake = QueueIntake(
@@ -45,7 +50,8 @@ async def _client(settings: Settings, client_redis: Redis) -> TestClient[Any, An
         dedupe_ttl=600,
         thread_ttl=600,
     )
-    slack = create_slack_app(settings, intake)
+    admin = create_admin(settings, client_redis, _no_model)
+    slack = create_slack_app(settings, intake, commands=admin.commands, feedback=admin.feedback)
     client: TestClient[Any, Any] = TestClient(
         TestServer(
             create_web_app(routes=slack_routes(slack, settings), redis=client_redis),
@@ -201,8 +207,8 @@ async def test_the_slash_command_answers_ephemerally(
     assert resp.status == 200
     answer = await resp.json()
     assert answer["response_type"] == "ephemeral"
-    assert "Mention `@Parley`" in answer["text"]
     assert ("I don't know" in answer["text"]) == unknown
+    assert "`/parley status`" in answer["text"]
     assert _queued(sync_redis) == []
 
 
