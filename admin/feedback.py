@@ -66,10 +66,11 @@ class FeedbackStore:
         channel: str,
         message_ids: Iterable[str],
         message_key: str,
+        model: str,
     ) -> None:
         for message_id in message_ids:
             key = keys.answer(platform, tenant, message_id)
-            pipe.hset(key, mapping={"message_key": message_key, "channel": channel})
+            pipe.hset(key, mapping={"message_key": message_key, "channel": channel, "model": model})
             pipe.expire(key, self._ttl)
 
     @staticmethod

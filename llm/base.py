@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Role = Literal["system", "user", "assistant"]
 
@@ -67,6 +67,10 @@ class ChatModel(Protocol):
 
     def prompt_overhead_tokens(self, n_messages: int) -> int:
         """Tokens the chat template adds around n messages plus the assistant header."""
+        ...
+
+    async def server_info(self) -> dict[str, Any]:
+        """What the backend says about itself, `model_id` at least. Raises ModelError."""
         ...
 
     async def aclose(self) -> None: ...

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from parley import admin_cli
 from parley.logs import configure as configure_logging
 from parley.settings import Settings, SettingsError, load_settings
 
@@ -34,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--concurrency", type=int, default=None, help="generations in flight per process"
     )
     commands.add_parser("keygen", help="print a new PARLEY_ENCRYPTION_KEY")
+    admin_cli.add_parsers(commands)
     args = parser.parse_args(argv)
 
     if args.command == "keygen":
@@ -50,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"parley: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
+    if args.command in admin_cli.COMMANDS:
+        return admin_cli.run(args, settings)
     try:
         if args.command == "serve":
             asyncio.run(_serve(settings, socket_mode=args.socket_mode))

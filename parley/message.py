@@ -12,6 +12,22 @@ def thread_key(platform: str, tenant: str, channel: str, thread: str) -> str:
     return f"{platform}:{tenant}:{channel}:{thread}"
 
 
+def parse_thread_key(key: str) -> tuple[str, str, str, str]:
+    """(platform, tenant, channel, thread) of a thread key.
+
+    Platforms and tenants hold no ':'; channels may (Teams "19:…@thread.tacv2"), threads
+    too where the thread is the conversation itself (Teams personal chats, where
+    thread == channel). Otherwise the thread (a Slack ts, a Teams message id) has none.
+    """
+    platform, _, rest = key.partition(":")
+    tenant, _, rest = rest.partition(":")
+    half = len(rest) // 2
+    if len(rest) % 2 == 1 and rest[half] == ":" and rest[:half] == rest[half + 1 :]:
+        return platform, tenant, rest[:half], rest[:half]
+    channel, _, thread = rest.rpartition(":")
+    return platform, tenant, channel, thread
+
+
 class InboundMessage(BaseModel):
     """One chat message to answer. JSON-serializable: it is the Celery task payload."""
 

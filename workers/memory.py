@@ -26,6 +26,7 @@ class Turn:
     tokens: int
     message_key: str
     user: str | None = None  # who wrote a user turn; lets one person's turns be erased
+    model: str | None = None  # which model wrote an assistant turn (kept with exports)
 
 
 class ThreadMemory:

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from redis.asyncio import Redis
@@ -132,6 +132,7 @@ class Pipeline:
     limiter: RateLimiter
     max_message_chars: int
     injection_action: str  # "flag" or "refuse"
+    _model_id: str | None = field(default=None, init=False)
 
     async def answer(self, message: InboundMessage) -> Outcome:
         key = message.message_key
@@ -207,6 +208,7 @@ class Pipeline:
         except DeliveryError as exc:
             return await self._undeliverable(message, exc)
         answer_tokens = await self.model.count_tokens(text)
+        model_id = await self._model_name()
         user_threads = keys.user_threads(message.platform, message.tenant, message.user)
         async with self.redis.pipeline(transaction=True) as pipe:
             # Memory keeps what the model saw and said: placeholders, never the values.
@@ -215,7 +217,7 @@ class Pipeline:
                 message.thread_key,
                 [
                     Turn("user", redaction.text, user_tokens, key, user=message.user),
-                    Turn("assistant", text, answer_tokens, key),
+                    Turn("assistant", text, answer_tokens, key, model=model_id),
                 ],
             )
             pipe.sadd(user_threads, message.thread_key)
@@ -228,6 +230,7 @@ class Pipeline:
                 channel=message.channel,
                 message_ids=reply.message_ids,
                 message_key=key,
+                model=model_id,
             )
             self.feedback.stage_outcome(
                 pipe,
@@ -255,6 +258,17 @@ class Pipeline:
             },
         )
         return Outcome.ANSWERED
+
+    async def _model_name(self) -> str:
+        """The model's id as its server reports it, asked once (ratings are kept with it)."""
+        if self._model_id is None:
+            try:
+                info = await asyncio.wait_for(self.model.server_info(), timeout=2)
+                self._model_id = str(info.get("model_id") or "unknown")
+            except Exception as exc:  # not worth failing an answer over; ask again next time
+                log.warning("could not read the model's id: %r", exc)
+                return "unknown"
+        return self._model_id
 
     def _screen_injection(self, key: str, text: str) -> InjectionFinding | None:
         """A finding means the prompt is hardened; raises AnswerFailed to refuse instead."""
