@@ -104,6 +104,10 @@ class FakeSlack:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
         app.router.add_get("/socket", self._socket)
+        app.router.add_post("/response/{id}", self._response_url)
+        # Users users.info reports as workspace admins.
+        self.workspace_admins: set[str] = set()
+        self._responses: dict[str, list[dict[str, Any]]] = {}
         self._server = BackgroundServer(app)
         self._methods: dict[str, Callable[[Params], Reply]] = {
             "auth.test": self._auth_test,
@@ -166,6 +170,14 @@ class FakeSlack:
             return message.ts
 
     # -- inspecting --------------------------------------------------------------------
+
+    def response_url(self, name: str) -> str:
+        """A slash command's response_url: what is posted to it is kept under `name`."""
+        return f"{self._server.url}/response/{name}"
+
+    def responses(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._responses.get(name, []))
 
     def calls_to(self, method: str) -> list[Params]:
         with self._lock:
@@ -293,6 +305,12 @@ class FakeSlack:
         return ws
 
     # -- Web API -----------------------------------------------------------------------
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self._lock:
+            self._responses.setdefault(request.match_info["id"], []).append(body)
+        return web.Response(text="ok")
 
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -459,6 +477,8 @@ class FakeSlack:
                 "real_name": name.title(),
                 "tz": "UTC",
                 "is_bot": user == self.bot_user_id,
+                "is_admin": user in self.workspace_admins,
+                "is_owner": False,
                 "profile": {"display_name": name, "real_name": name.title()},
             }
         )

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -92,6 +95,29 @@ class ParleyService:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = "http_timeout"
         return self.post("/slack/events", body, headers)
+
+    def command(
+        self, text: str, *, user: str, channel: str = "C0HELP", response_url: str
+    ) -> dict[str, Any]:
+        """Type `/parley <text>` as Slack delivers it; returns the (ephemeral) answer."""
+        body = slack_events.slash_command(
+            text, response_url=response_url, user=user, channel=channel
+        )
+        status, answer = self.post("/slack/events", body, slack_events.command_headers(body))
+        assert status == 200, answer
+        reply: dict[str, Any] = json.loads(answer)
+        return reply
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run `parley <args>` with this service's settings, as an operator would."""
+        return subprocess.run(
+            [sys.executable, "-m", "parley.cli", *args],
+            env={**os.environ, **self.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
 
 
 def wait_until(

@@ -8,6 +8,7 @@ import itertools
 import json
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 SIGNING_SECRET = "test-signing-secret-0123456789abcdef"
 BOT_TOKEN = "xoxb-test-bot-token"
@@ -102,3 +103,53 @@ def message(
 
 def body_of(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload).encode()
+
+
+def slash_command(
+    text: str,
+    *,
+    response_url: str,
+    command: str = "/parley",
+    channel: str = "C0HELP",
+    user: str = "U0ALICE",
+) -> bytes:
+    """A slash command invocation, form-encoded as Slack posts it."""
+    return urlencode(
+        {
+            "token": "legacy-verification-token",
+            "team_id": TEAM,
+            "team_domain": "acme",
+            "channel_id": channel,
+            "channel_name": "directmessage" if channel.startswith("D") else "it-help",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": API_APP_ID,
+            "response_url": response_url,
+            "trigger_id": f"{next(_counter)}.trigger",
+        }
+    ).encode()
+
+
+def command_headers(body: bytes) -> dict[str, str]:
+    return {**sign(body), "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def reaction(
+    name: str,
+    *,
+    channel: str,
+    ts: str,
+    user: str = "U0ALICE",
+    item_user: str = BOT_USER,
+    removed: bool = False,
+) -> dict[str, Any]:
+    return {
+        "type": "reaction_removed" if removed else "reaction_added",
+        "user": user,
+        "reaction": name,
+        "item_user": item_user,
+        "item": {"type": "message", "channel": channel, "ts": ts},
+        "event_ts": next_ts(),
+    }
