@@ -1,0 +1,70 @@
+"""The Dockerfile, read as text: no Docker engine runs here to build it. A multi-stage
+build whose runtime stage is slim, unprivileged, without build tools, with a health check,
+and which ships every package that pyproject.toml installs."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+from tests.deploy.support import REPO
+
+DOCKERFILE = REPO / "Dockerfile"
+
+
+def stages() -> list[tuple[str, list[str]]]:
+    """(stage name, its instructions), continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    result: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            name = line.split()[-1] if " AS " in line.upper() else ""
+            result.append((name, [line]))
+        elif result:
+            result[-1][1].append(line)
+    return result
+
+
+def test_builder_builds_wheels_and_runtime_installs_only_those() -> None:
+    (builder, build), (runtime, run) = stages()
+    assert (builder, runtime) == ("builder", "runtime")
+    assert any("pip wheel" in line and "/wheels" in line for line in build)
+    install = next(line for line in run if "pip install" in line)
+    assert "--no-index" in install
+    assert "from=builder" in install
+    assert "-slim" in DOCKERFILE.read_text().split("PYTHON_IMAGE=")[1].split()[0]
+
+
+def test_runtime_stage_has_no_build_tools_and_runs_unprivileged() -> None:
+    _, run = stages()[-1]
+    body = "\n".join(run)
+    for tool in ("build-essential", "gcc", "apt-get install", "python3-dev"):
+        assert tool not in body, f"runtime stage installs {tool}"
+    users = [line.split()[1] for line in run if line.startswith("USER ")]
+    assert users
+    assert users[-1].split(":")[0] not in ("root", "0")
+    assert re.fullmatch(r"\d+(:\d+)?", users[-1]), "a numeric user satisfies runAsNonRoot"
+    assert "PYTHONDONTWRITEBYTECODE=1" in body, "the root file system can be read-only"
+    healthcheck = next(line for line in run if line.startswith("HEALTHCHECK "))
+    assert "/healthz" in healthcheck
+    assert next(line for line in run if line.startswith("ENTRYPOINT")) == 'ENTRYPOINT ["parley"]'
+
+
+def test_image_ships_every_package_and_no_secrets() -> None:
+    _, build = stages()[0]
+    assert "COPY . ." in build, "the builder takes the whole (filtered) build context"
+    ignored = {
+        line.strip().rstrip("/")
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".env", ".git", ".venv", "tests"} <= ignored
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = {
+        p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    needed = packages | {"pyproject.toml", "README.md"}
+    assert not needed & ignored, f"left out of the image: {needed & ignored}"

@@ -1,0 +1,356 @@
+"""deploy/k8s: rendered offline with `kubectl kustomize`, every resource validated against
+the Kubernetes API schemas bundled in kubernetes-validate (strict: unknown fields fail),
+and the properties a production deployment relies on asserted on the rendered output."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]  # no py.typed marker
+import pytest
+import yaml
+
+from tests.deploy.support import K8S, NON_SETTINGS_ENV, run, settings_env_names, tool
+
+# An older release, so the manifests use no API or field newer than 1.30 (clusters lag),
+# and the newest release whose schemas kubernetes-validate bundles.
+KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+# Custom resources have no schema in kubernetes-validate (it bundles the core API only):
+# KEDA's ScaledObject is checked by the assertions of test_keda_scales_workers_on_the_queue.
+CUSTOM_RESOURCES = {("keda.sh/v1alpha1", "ScaledObject")}
+WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
+
+# What is rendered: name -> (kustomization directory, components added on top of it).
+VARIANTS = {
+    "base": ("base", ()),
+    "example": ("overlays/example", ()),
+    "example+hpa-cpu+external-redis": (
+        "overlays/example",
+        ("components/hpa-cpu", "components/external-redis"),
+    ),
+}
+Resources = list[dict[str, Any]]
+
+
+@functools.cache
+def _render(variant: str) -> tuple[str, ...]:
+    directory, components = VARIANTS[variant]
+    kubectl = tool("kubectl")
+    if not components:
+        out = run([kubectl, "kustomize", str(K8S / directory)])
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            rel = Path(os.path.relpath(K8S, tmp))
+            (Path(tmp) / "kustomization.yaml").write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                        "kind": "Kustomization",
+                        "resources": [str(rel / directory)],
+                        "components": [str(rel / c) for c in components],
+                    }
+                )
+            )
+            out = run([kubectl, "kustomize", tmp])
+    return tuple(yaml.safe_dump(doc) for doc in yaml.safe_load_all(out) if doc)
+
+
+def render(variant: str) -> Resources:
+    return [yaml.safe_load(doc) for doc in _render(variant)]
+
+
+def find(resources: Resources, kind: str, name: str) -> dict[str, Any]:
+    for resource in resources:
+        if resource["kind"] == kind and resource["metadata"]["name"] == name:
+            return resource
+    raise AssertionError(f"no {kind}/{name} in the rendered output")
+
+
+def workloads(resources: Resources) -> Resources:
+    return [r for r in resources if r["kind"] in WORKLOADS]
+
+
+def pod_specs(resources: Resources) -> list[tuple[str, dict[str, Any]]]:
+    return [(r["metadata"]["name"], r["spec"]["template"]["spec"]) for r in workloads(resources)]
+
+
+def container(resources: Resources, kind: str, name: str) -> dict[str, Any]:
+    spec = find(resources, kind, name)["spec"]["template"]["spec"]
+    containers: list[dict[str, Any]] = spec["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+@pytest.fixture(params=list(VARIANTS))
+def rendered(request: pytest.FixtureRequest) -> Resources:
+    return render(str(request.param))
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_resource_matches_the_kubernetes_schema(rendered: Resources, version: str) -> None:
+    checked = 0
+    for resource in rendered:
+        if (resource["apiVersion"], resource["kind"]) in CUSTOM_RESOURCES:
+            continue
+        try:
+            kubernetes_validate.validate(resource, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            name = f"{resource['kind']}/{resource['metadata']['name']}"
+            pytest.fail(f"{name} is invalid for Kubernetes {version} at {where}: {exc.message}")
+        checked += 1
+    assert checked >= 15
+
+
+def test_the_validator_rejects_what_kubernetes_would() -> None:
+    """Strict validation is not vacuous: a misspelt field and a wrong type both fail."""
+    deployment = find(render("example"), "Deployment", "parley-bot")
+    misspelt = copy.deepcopy(deployment)
+    misspelt["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    wrong_type = copy.deepcopy(deployment)
+    wrong_type["spec"]["replicas"] = "two"
+    for bad in (misspelt, wrong_type):
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(bad, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_every_pod_is_locked_down(rendered: Resources) -> None:
+    specs = pod_specs(rendered)
+    assert {name for name, _ in specs} >= {"parley-bot", "parley-worker", "parley-tgi"}
+    for name, spec in specs:
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, name
+        assert pod["runAsUser"] != 0, name
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert spec["automountServiceAccountToken"] is False, name
+        # Service links would inject PARLEY_REDIS_PORT=tcp://... and the like.
+        assert spec["enableServiceLinks"] is False, name
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec["containers"] + spec.get("initContainers", []):
+            where = f"{name}/{c['name']}"
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True, where
+            assert sc["readOnlyRootFilesystem"] is True, where
+            assert sc["allowPrivilegeEscalation"] is False, where
+            assert sc["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in sc["capabilities"], where
+            tmp = [m for m in c["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert tmp, f"{where}: /tmp is a volume"
+            assert "emptyDir" in volumes[tmp[0]["name"]], f"{where}: /tmp is an emptyDir"
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"][kind]), f"{where} {kind}"
+            assert "livenessProbe" in c, where
+            assert "readinessProbe" in c, where
+
+
+def test_bot_probes_health_and_readiness_and_only_webhooks_are_public() -> None:
+    resources = render("example")
+    bot = container(resources, "Deployment", "parley-bot")
+    assert bot["args"] == ["serve"]
+    assert bot["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert bot["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    ports = {p["name"]: p["containerPort"] for p in bot["ports"]}
+    assert ports["http"] == 3000
+    service = find(resources, "Service", "parley-bot")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    ingress = find(resources, "Ingress", "parley")
+    paths = {
+        p["path"]: p["backend"]["service"]["name"]
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    }
+    assert paths == {"/slack/events": "parley-bot", "/api/messages": "parley-bot"}
+    assert ingress["spec"]["tls"], "Slack and Teams call HTTPS only"
+
+
+def test_settings_come_from_the_configmap_and_the_secret() -> None:
+    resources = render("example")
+    config = next(r for r in resources if r["kind"] == "ConfigMap")
+    known = settings_env_names() | NON_SETTINGS_ENV
+    assert set(config["data"]) <= known, set(config["data"]) - known
+    secret = find(resources, "Secret", "parley-secrets")
+    assert set(secret["stringData"]) <= known
+    assert "PARLEY_ENCRYPTION_KEY" in secret["stringData"]
+    for name in ("parley-bot", "parley-worker"):
+        sources = container(resources, "Deployment", name)["envFrom"]
+        # The Secret comes last so it can override the ConfigMap (e.g. PARLEY_REDIS_URL).
+        assert sources[0]["configMapRef"]["name"] == config["metadata"]["name"]
+        assert sources[-1]["secretRef"]["name"] == "parley-secrets"
+    worker = container(resources, "Deployment", "parley-worker")
+    port = next(p for p in worker["ports"] if p["name"] == "metrics")["containerPort"]
+    assert str(port) == config["data"]["PARLEY_METRICS_PORT"]
+
+
+def test_example_secrets_hold_placeholders_only() -> None:
+    for resource in render("example"):
+        if resource["kind"] != "Secret":
+            continue
+        assert "data" not in resource, "example Secrets use readable stringData placeholders"
+        for key, value in resource["stringData"].items():
+            assert "REPLACE_ME" in value, f"{resource['metadata']['name']}.{key}"
+
+
+def test_tgi_has_a_gpu_weights_volume_and_agrees_with_parley() -> None:
+    resources = render("example")
+    tgi = container(resources, "Deployment", "parley-tgi")
+    assert tgi["image"].startswith("ghcr.io/huggingface/text-generation-inference:")
+    assert not tgi["image"].endswith(":latest")
+    for kind in ("requests", "limits"):
+        assert tgi["resources"][kind]["nvidia.com/gpu"] == "1"
+    flags = dict(a[2:].split("=", 1) for a in tgi["args"] if a.startswith("--") and "=" in a)
+    assert flags["model-id"] == "meta-llama/Meta-Llama-3-8B-Instruct"
+    spec = find(resources, "Deployment", "parley-tgi")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in tgi["volumeMounts"]}
+    claim = volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
+    find(resources, "PersistentVolumeClaim", claim)
+    assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
+    secret_ref = next(e for e in tgi["env"] if e["name"] == "HF_TOKEN")["valueFrom"]
+    find(resources, "Secret", secret_ref["secretKeyRef"]["name"])
+
+    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    context, max_new = int(config["PARLEY_CONTEXT_TOKENS"]), int(config["PARLEY_MAX_NEW_TOKENS"])
+    assert int(flags["max-total-tokens"]) == context
+    assert context - max_new <= int(flags["max-input-tokens"]) < context
+    service = find(resources, "Service", "parley-tgi")
+    assert config["TGI_URL"] == f"http://parley-tgi:{service['spec']['ports'][0]['port']}"
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert int(flags["port"]) == tgi["ports"][0]["containerPort"]
+
+
+def test_redis_statefulset_never_evicts_and_persists() -> None:
+    resources = render("example")
+    redis = container(resources, "StatefulSet", "parley-redis")
+    args = [str(a) for a in redis["args"]]
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert args[args.index("--appendonly") + 1] == "yes"
+    statefulset = find(resources, "StatefulSet", "parley-redis")
+    assert statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    assert config["PARLEY_REDIS_URL"] == "redis://parley-redis:6379/0"
+    find(resources, "Service", "parley-redis")
+
+
+def test_keda_scales_workers_on_the_queue() -> None:
+    resources = render("example")
+    scaled = find(resources, "ScaledObject", "parley-worker")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["name"] == "parley-worker"
+    find(resources, "Deployment", "parley-worker")
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "redis"  # KEDA's redis-lists scaler
+    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    meta = trigger["metadata"]
+    assert meta["listName"] == config["PARLEY_QUEUE"]
+    assert int(meta["listLength"]) >= 1
+    # The KEDA operator resolves the address from its own namespace: it must be fully
+    # qualified with the namespace the overlay deploys into, and the broker's database.
+    namespace = scaled["metadata"]["namespace"]
+    assert meta["address"] == f"parley-redis.{namespace}.svc.cluster.local:6379"
+    assert config["PARLEY_REDIS_URL"].endswith(f"/{meta['databaseIndex']}")
+    assert not [r for r in resources if r["kind"] == "HorizontalPodAutoscaler"]
+
+
+def test_hpa_component_replaces_keda_with_cpu_scaling() -> None:
+    resources = render("example+hpa-cpu+external-redis")
+    assert not [r for r in resources if r["kind"] == "ScaledObject"]
+    hpa = find(resources, "HorizontalPodAutoscaler", "parley-worker")
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "parley-worker",
+    }
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+
+
+def test_external_redis_component_removes_the_in_cluster_redis() -> None:
+    resources = render("example+hpa-cpu+external-redis")
+    assert not [r for r in resources if r["metadata"]["name"] == "parley-redis"]
+    policy = find(resources, "NetworkPolicy", "parley-app")
+    redis_rule = policy["spec"]["egress"][0]
+    assert "ipBlock" in redis_rule["to"][0]
+    assert {p["port"] for p in redis_rule["ports"]} >= {6379}
+
+
+def _ports(rule: dict[str, Any]) -> set[tuple[str, int]]:
+    return {(p.get("protocol", "TCP"), int(p["port"])) for p in rule["ports"]}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    for key, value in selector.get("matchLabels", {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In"
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def test_network_policy_lets_parley_reach_only_redis_tgi_dns_and_https(
+    rendered: Resources,
+) -> None:
+    policies = [r for r in rendered if r["kind"] == "NetworkPolicy"]
+    app = next(p for p in policies if p["metadata"]["name"] == "parley-app")
+    pods = {
+        name: find(rendered, kind, name)["spec"]["template"]["metadata"]["labels"]
+        for kind, name in (("Deployment", "parley-bot"), ("Deployment", "parley-worker"))
+    }
+    for labels in pods.values():
+        assert _selects(app["spec"]["podSelector"], labels)
+    assert set(app["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    tgi = find(rendered, "Deployment", "parley-tgi")
+    tgi_labels = tgi["spec"]["template"]["metadata"]["labels"]
+    tgi_port = tgi["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+
+    allowed: set[tuple[str, int]] = set()
+    for rule in app["spec"]["egress"]:
+        ports = _ports(rule)
+        allowed |= ports
+        for peer in rule["to"]:
+            if "ipBlock" in peer and ports == {("TCP", 443)}:
+                # HTTPS to the chat platforms: public addresses only.
+                assert peer["ipBlock"]["cidr"] == "0.0.0.0/0"
+                assert {"10.0.0.0/8", "169.254.0.0/16"} <= set(peer["ipBlock"]["except"])
+            elif ports == {("UDP", 53), ("TCP", 53)}:
+                assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+            elif ports == {("TCP", tgi_port)}:
+                assert _selects(peer["podSelector"], tgi_labels)
+            else:
+                assert {p for _, p in ports} <= {6379, 6380}, f"unexpected egress {rule}"
+    # NetworkPolicy ports are the pods' ports (after the Service's translation).
+    assert allowed <= {("TCP", 6379), ("TCP", 6380), ("TCP", tgi_port), ("TCP", 443)} | {
+        ("UDP", 53),
+        ("TCP", 53),
+    }
+    assert {("TCP", tgi_port), ("TCP", 443), ("UDP", 53)} <= allowed
+
+    # Every pod of the deployment is covered by a policy restricting its ingress.
+    for workload in workloads(rendered):
+        name = workload["metadata"]["name"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert any(
+            "Ingress" in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], labels)
+            for p in policies
+        ), f"{name} accepts traffic from anywhere"
+
+
+def test_overlay_sets_namespace_image_and_restricted_pod_security() -> None:
+    resources = render("example")
+    namespace = find(resources, "Namespace", "parley")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    for resource in resources:
+        if resource["kind"] != "Namespace":
+            assert resource["metadata"]["namespace"] == "parley"
+    for name in ("parley-bot", "parley-worker"):
+        image = container(resources, "Deployment", name)["image"]
+        assert re.fullmatch(r"[\w.-]+/[\w./-]+:[\w.-]+", image), image
