@@ -18,7 +18,7 @@ from workers import keys
 
 class Role(Enum):
     BOOTSTRAP = "bootstrap admin (PARLEY_ADMINS)"
-    WORKSPACE = "workspace admin"
+    WORKSPACE = "workspace admin (or the console's operator)"
     CHANNEL = "channel admin"
     MEMBER = "member"
 
@@ -31,7 +31,11 @@ class Roles:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
         self._bootstrap = settings.admin_ids
-        self._platform_admins = {"slack"} if settings.slack_workspace_admins else set()
+        # Platforms whose own admin check counts: Slack's workspace admins when allowed, and
+        # the console, whose user holds a terminal of the deployment itself.
+        self._platform_admins = {"console"}
+        if settings.slack_workspace_admins:
+            self._platform_admins.add("slack")
 
     def is_bootstrap(self, platform: str, user: str) -> bool:
         return (platform, user) in self._bootstrap

@@ -16,6 +16,7 @@ OutboundFactory = Callable[[Settings], Outbound]
 _OUTBOUND: dict[str, str] = {
     "slack": "bots.slack.outbound:create_outbound",
     "teams": "bots.teams.outbound:create_outbound",
+    "console": "bots.console.outbound:create_outbound",
 }
 
 

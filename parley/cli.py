@@ -35,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--concurrency", type=int, default=None, help="generations in flight per process"
     )
     commands.add_parser("keygen", help="print a new PARLEY_ENCRYPTION_KEY")
+    commands.add_parser(
+        "chat", help="talk to Parley from this terminal (needs Redis and a running worker)"
+    )
     admin_cli.add_parsers(commands)
     args = parser.parse_args(argv)
 
@@ -57,6 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             asyncio.run(_serve(settings, socket_mode=args.socket_mode))
+            return 0
+        if args.command == "chat":
+            asyncio.run(_chat(settings))
             return 0
         return _worker(settings, concurrency=args.concurrency)
     except ServiceUnreachable as exc:
@@ -87,28 +93,13 @@ async def _check_redis(settings: Settings) -> None:
 async def _serve(settings: Settings, *, socket_mode: bool) -> None:
     from aiohttp import web
 
-    from admin.setup import create_admin
     from bots.slack.inbound import create_slack_app, slack_routes
-    from llm.tgi import create_model
+    from parley.ingress import create_ingress
     from parley.server import create_web_app
-    from privacy.crypto import Sealer
-    from workers.celery_app import create_celery, publisher
-    from workers.intake import QueueIntake
-    from workers.runtime import redis_client
 
     await _check_redis(settings)
-    celery = create_celery(settings)
-    redis = redis_client(settings, max_connections=256)
-    model = create_model(settings)  # only asked for its /info, by `status`
-    admin = create_admin(settings, redis, model.server_info)
-    intake = QueueIntake(
-        redis,
-        publisher(celery, settings),
-        Sealer(settings.require_encryption_key()),
-        dedupe_ttl=settings.dedupe_ttl_seconds,
-        thread_ttl=settings.memory_ttl_seconds,
-        channels=admin.channels,
-    )
+    ingress = create_ingress(settings)
+    celery, redis, admin, intake = ingress.celery, ingress.redis, ingress.admin, ingress.intake
     routes: list[web.RouteDef] = []
     slack = None
     if settings.slack_enabled or socket_mode:
@@ -163,8 +154,27 @@ async def _serve(settings: Settings, *, socket_mode: bool) -> None:
     if handler is not None:
         await handler.close_async()  # type: ignore[no-untyped-call]
     await runner.cleanup()
-    await model.aclose()
-    await redis.aclose()
+    await ingress.aclose()
+
+
+async def _chat(settings: Settings) -> None:
+    from bots.console.chat import ConsoleChat, stdin_lines
+    from bots.console.transport import Transport
+    from parley.ingress import create_ingress
+
+    await _check_redis(settings)
+    ingress = create_ingress(settings, max_connections=8)
+    chat = ConsoleChat(
+        intake=ingress.intake,
+        commands=ingress.admin.commands,
+        transport=Transport(ingress.redis, ingress.sealer),
+        out=sys.stdout,
+        answer_timeout=settings.longest_task_seconds + 60,
+    )
+    try:
+        await chat.run(stdin_lines())
+    finally:
+        await ingress.aclose()
 
 
 def _worker(settings: Settings, *, concurrency: int | None) -> int:

@@ -1,0 +1,50 @@
+"""What every ingress process assembles: the queue intake, the admin commands and the
+ratings, over one Redis pool. Used by `parley serve` and `parley chat`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+from redis.asyncio import Redis
+
+from admin.setup import Admin, create_admin
+from llm.base import ChatModel
+from parley.settings import Settings
+from privacy.crypto import Sealer
+from workers.celery_app import create_celery, publisher
+from workers.intake import QueueIntake
+from workers.runtime import redis_client
+
+
+@dataclass(frozen=True, slots=True)
+class Ingress:
+    celery: Celery
+    redis: Redis
+    model: ChatModel  # only asked for its server info, by `status`
+    admin: Admin
+    intake: QueueIntake
+    sealer: Sealer
+
+    async def aclose(self) -> None:
+        await self.model.aclose()
+        await self.redis.aclose()
+
+
+def create_ingress(settings: Settings, *, max_connections: int = 256) -> Ingress:
+    from llm.tgi import create_model
+
+    celery = create_celery(settings)
+    redis = redis_client(settings, max_connections=max_connections)
+    model = create_model(settings)
+    admin = create_admin(settings, redis, model.server_info)
+    sealer = Sealer(settings.require_encryption_key())
+    intake = QueueIntake(
+        redis,
+        publisher(celery, settings),
+        sealer,
+        dedupe_ttl=settings.dedupe_ttl_seconds,
+        thread_ttl=settings.memory_ttl_seconds,
+        channels=admin.channels,
+    )
+    return Ingress(celery, redis, model, admin, intake, sealer)
