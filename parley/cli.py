@@ -38,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser(
         "chat", help="talk to Parley from this terminal (needs Redis and a running worker)"
     )
+    commands.add_parser(
+        "doctor", help="check Redis, the broker, the model server, Slack and Teams; say how to fix"
+    )
     admin_cli.add_parsers(commands)
     args = parser.parse_args(argv)
 
@@ -57,6 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_format)
     if args.command in admin_cli.COMMANDS:
         return admin_cli.run(args, settings)
+    if args.command == "doctor":
+        from parley.doctor import run_doctor
+
+        return asyncio.run(run_doctor(settings, sys.stdout))
     try:
         if args.command == "serve":
             asyncio.run(_serve(settings, socket_mode=args.socket_mode))
@@ -124,7 +131,9 @@ async def _serve(settings: Settings, *, socket_mode: bool) -> None:
 
         await asyncio.to_thread(connect)
 
-    app = create_web_app(routes=routes, redis=redis, broker_check=broker_check)
+    app = create_web_app(
+        routes=routes, redis=redis, broker_check=broker_check, collect=ingress.collect_metrics
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -182,6 +191,8 @@ def _worker(settings: Settings, *, concurrency: int | None) -> int:
 
     asyncio.run(_check_redis(settings))
     asyncio.run(_check_model(settings))
+    if settings.metrics_port:
+        _serve_worker_metrics(settings)
     app = create_celery(settings)
     app.worker_main(
         [
@@ -195,6 +206,19 @@ def _worker(settings: Settings, *, concurrency: int | None) -> int:
         ]
     )
     return 0
+
+
+def _serve_worker_metrics(settings: Settings) -> None:
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(settings.metrics_port, addr=settings.host)
+    except OSError as exc:
+        raise ServiceUnreachable(
+            f"cannot serve metrics on {settings.host}:{settings.metrics_port} ({exc}); set "
+            "PARLEY_METRICS_PORT to a free port, or to 0 when several workers share a host"
+        ) from None
+    log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
 
 
 async def _check_model(settings: Settings) -> None:

@@ -3,13 +3,16 @@ ratings, over one Redis pool. Used by `parley serve` and `parley chat`."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from celery import Celery
 from redis.asyncio import Redis
 
+from admin.health import service_health
 from admin.setup import Admin, create_admin
 from llm.base import ChatModel
+from parley import metrics
 from parley.settings import Settings
 from privacy.crypto import Sealer
 from workers.celery_app import create_celery, publisher
@@ -25,6 +28,18 @@ class Ingress:
     admin: Admin
     intake: QueueIntake
     sealer: Sealer
+    settings: Settings
+
+    async def collect_metrics(self) -> None:
+        """Refresh the gauges a scrape reads: queue depth and whether the model answers."""
+        health = await service_health(self.redis, self.settings)
+        if health.queued is not None:
+            metrics.QUEUE_DEPTH.set(health.queued)
+        try:
+            await asyncio.wait_for(self.model.server_info(), timeout=1)
+            metrics.MODEL_UP.set(1)
+        except Exception:
+            metrics.MODEL_UP.set(0)
 
     async def aclose(self) -> None:
         await self.model.aclose()
@@ -47,4 +62,4 @@ def create_ingress(settings: Settings, *, max_connections: int = 256) -> Ingress
         thread_ttl=settings.memory_ttl_seconds,
         channels=admin.channels,
     )
-    return Ingress(celery, redis, model, admin, intake, sealer)
+    return Ingress(celery, redis, model, admin, intake, sealer, settings)

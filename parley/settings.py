@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     # Service
     port: int = Field(3000, ge=0, le=65535, validation_alias=_env("PARLEY_PORT"))
     host: str = Field("0.0.0.0", validation_alias=_env("PARLEY_HOST"))
+    # Where each `parley worker` serves Prometheus metrics (0: not at all); the ingress
+    # serves them on its own port, at /metrics.
+    metrics_port: int = Field(9400, ge=0, le=65535, validation_alias=_env("PARLEY_METRICS_PORT"))
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("PARLEY_REDIS_URL"))
     broker_url: str | None = Field(None, validation_alias=_env("PARLEY_BROKER_URL"))
     queue_name: str = Field("parley", validation_alias=_env("PARLEY_QUEUE"))

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from admin.channels import ChannelStore
 from bots.base import IntakeUnavailable
+from parley import metrics
 from parley.message import InboundMessage, thread_key
 from privacy.crypto import Sealer
 from workers import keys
@@ -44,6 +45,7 @@ class QueueIntake:
         self._channels = channels
 
     async def submit(self, message: InboundMessage) -> bool:
+        metrics.EVENTS_RECEIVED.labels(message.platform).inc()
         seen_key = keys.seen(message.platform, message.tenant, message.message_id)
         order_key = keys.thread_queue(message.thread_key)
         try:
@@ -51,6 +53,7 @@ class QueueIntake:
         except RedisError as exc:
             raise IntakeUnavailable(f"Redis unreachable: {exc}") from exc
         if not claimed:
+            metrics.EVENTS_DEDUPLICATED.labels(message.platform).inc()
             return False
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -64,6 +67,7 @@ class QueueIntake:
             # a dropped retry would lose a message nobody answered.
             await self._undo(seen_key, order_key, message.message_key)
             raise IntakeUnavailable(f"could not enqueue: {exc}") from exc
+        metrics.EVENTS_ENQUEUED.labels(message.platform).inc()
         return True
 
     async def is_active_thread(self, platform: str, tenant: str, channel: str, thread: str) -> bool:

@@ -36,6 +36,7 @@ from llm.base import (
 )
 from llm.budget import fit_history
 from llm.retry import RetryPolicy
+from parley import metrics
 from parley.message import InboundMessage
 from privacy.recognizers import redact_secrets
 from privacy.redactor import Redactor, restore_text
@@ -154,6 +155,7 @@ class Pipeline:
     async def _answer(self, message: InboundMessage, resume: ReplyState | None) -> Outcome:
         started = time.monotonic()
         key = message.message_key
+        metrics.QUEUE_WAIT.observe(max(0.0, time.time() - message.received_at))
         # Read for every message: an admin's change applies from the next one on.
         policy = await self.channels.resolve(
             message.platform, message.tenant, message.channel, direct=message.direct
@@ -182,6 +184,8 @@ class Pipeline:
             redaction = await self.redactor.redact(
                 message.thread_key, message.text, user=message.user
             )
+            for entity, count in redaction.counts.items():
+                metrics.REDACTIONS.labels(entity).inc(count)
             if redaction.counts:
                 log.info(
                     "message %s: redacted %s",
@@ -200,7 +204,8 @@ class Pipeline:
             return await self._fail(message, reply, failure.user_message)
         except DeliveryError as exc:
             return await self._undeliverable(message, exc)
-        except Exception:
+        except Exception as exc:
+            metrics.ERRORS.labels(metrics.error_kind(exc)).inc()
             log.exception("message %s: unexpected error while answering", key)
             return await self._fail(message, reply, MSG_INTERNAL)
         try:
@@ -241,6 +246,8 @@ class Pipeline:
                 answer_tokens,
             )
             await pipe.execute()
+        metrics.ANSWERS.labels(message.platform, Outcome.ANSWERED.value).inc()
+        metrics.TOKENS.labels(message.platform, message.channel).inc(answer_tokens)
         answer_s = time.monotonic() - started
         queued_s = max(0.0, time.time() - message.received_at - answer_s)
         log.info(
@@ -345,22 +352,40 @@ class Pipeline:
         A retry starts the text over; the reply replaces what it showed.
         """
         attempt = 0
-        while True:
-            text = ""
-            try:
-                async for chunk in self.model.stream(prompt, policy.params):
-                    text += chunk
-                    await reply.update(show(text, True))
-                if text.strip():
-                    return text
-                raise AnswerFailed(MSG_REJECTED, "the model returned an empty answer")
-            except ModelError as exc:
-                attempt += 1
-                if not self.retry.should_retry(exc, attempt):
-                    raise AnswerFailed(_failure_message(exc), repr(exc)) from exc
-                delay = self.retry.delay(attempt)
-                log.info("model error %r, retry %d in %.2fs", exc, attempt, delay)
-                await asyncio.sleep(delay)
+        started = time.monotonic()
+        first_token = True
+        metrics.IN_FLIGHT.inc()
+        try:
+            while True:
+                text = ""
+                try:
+                    async for chunk in self.model.stream(prompt, policy.params):
+                        if first_token:
+                            metrics.TIME_TO_FIRST_TOKEN.observe(time.monotonic() - started)
+                            first_token = False
+                        text += chunk
+                        await reply.update(show(text, True))
+                    if text.strip():
+                        metrics.MODEL_UP.set(1)
+                        return text
+                    raise AnswerFailed(MSG_REJECTED, "the model returned an empty answer")
+                except ModelError as exc:
+                    attempt += 1
+                    await self._after_model_error(exc, attempt)
+        finally:
+            metrics.IN_FLIGHT.dec()
+            metrics.GENERATION.observe(time.monotonic() - started)
+
+    async def _after_model_error(self, exc: ModelError, attempt: int) -> None:
+        """Wait before the next attempt, or raise AnswerFailed when there is none."""
+        metrics.ERRORS.labels(metrics.error_kind(exc)).inc()
+        if not self.retry.should_retry(exc, attempt):
+            if not isinstance(exc, ModelRejected):
+                metrics.MODEL_UP.set(0)
+            raise AnswerFailed(_failure_message(exc), repr(exc)) from exc
+        delay = self.retry.delay(attempt)
+        log.info("model error %r, retry %d in %.2fs", exc, attempt, delay)
+        await asyncio.sleep(delay)
 
     async def _fail(self, message: InboundMessage, reply: Reply, text: str) -> Outcome:
         try:
@@ -379,6 +404,7 @@ class Pipeline:
         return Outcome.DISABLED
 
     async def _undeliverable(self, message: InboundMessage, exc: DeliveryError) -> Outcome:
+        metrics.ERRORS.labels(metrics.error_kind(exc)).inc()
         if exc.retryable:
             raise TryLater(str(exc)) from exc
         log.error("message %s: the platform refused the reply: %s", message.message_key, exc)
@@ -386,6 +412,7 @@ class Pipeline:
         return Outcome.UNDELIVERABLE
 
     async def _mark_finished(self, message: InboundMessage, outcome: Outcome) -> None:
+        metrics.ANSWERS.labels(message.platform, outcome.value).inc()
         async with self.redis.pipeline(transaction=True) as pipe:
             self.ledger.stage_finished(pipe, message.message_key, outcome.value)
             if outcome is Outcome.FAILED:

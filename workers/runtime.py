@@ -27,8 +27,10 @@ from admin.feedback import FeedbackStore
 from bots.base import Outbound
 from bots.registry import outbound_factory
 from guardrails.limits import RateLimiter
+from llm.base import ChatModel
 from llm.retry import RetryPolicy
 from llm.tgi import create_model
+from parley import metrics
 from parley.message import InboundMessage
 from parley.settings import Settings
 from privacy.crypto import Sealer
@@ -100,7 +102,9 @@ class WorkerRuntime:
             return self._pipeline
 
     async def _start_heartbeat(self, redis: Redis) -> asyncio.Task[None]:
-        return asyncio.get_running_loop().create_task(_heartbeat(redis, self._settings))
+        assert self._pipeline is not None
+        model = self._pipeline.model
+        return asyncio.get_running_loop().create_task(_heartbeat(redis, model, self._settings))
 
     async def _build(self) -> Pipeline:
         s = self._settings
@@ -151,9 +155,9 @@ def _process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def _heartbeat(redis: Redis, settings: Settings) -> None:
-    """Announce this process while it runs (`status` counts the workers this way); the key
-    expires soon after a crash."""
+async def _heartbeat(redis: Redis, model: ChatModel, settings: Settings) -> None:
+    """Announce this process while it runs (`status` counts the workers this way; the key
+    expires soon after a crash) and check that the model server answers (parley_model_up)."""
     key = keys.worker_heartbeat(_process_name())
     info = json.dumps({"started": time.time(), "concurrency": settings.worker_concurrency})
     while True:
@@ -161,4 +165,9 @@ async def _heartbeat(redis: Redis, settings: Settings) -> None:
             await redis.set(key, info, ex=HEARTBEAT_SECONDS * 3)
         except RedisError as exc:
             log.warning("cannot write the worker heartbeat: %r", exc)
+        try:
+            await asyncio.wait_for(model.server_info(), timeout=HEARTBEAT_SECONDS / 2)
+            metrics.MODEL_UP.set(1)
+        except Exception:
+            metrics.MODEL_UP.set(0)
         await asyncio.sleep(HEARTBEAT_SECONDS)

@@ -42,6 +42,8 @@ def parley_env(
         "PARLEY_VISIBILITY_TIMEOUT": "30",
         "PARLEY_WORKER_CONCURRENCY": "16",
         "PARLEY_LOG_LEVEL": "INFO",
+        # Many workers share this host: a test that reads a worker's metrics sets a port.
+        "PARLEY_METRICS_PORT": "0",
     }
     env.update(overrides)
     return env
