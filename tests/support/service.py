@@ -87,6 +87,13 @@ class ParleyService:
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode()
 
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
     def deliver(
         self, event: dict[str, Any], *, event_id: str | None = None, retry_num: int | None = None
     ) -> tuple[int, str]:
