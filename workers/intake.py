@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from admin.channels import ChannelStore
 from bots.base import IntakeUnavailable
 from parley import metrics
+from parley.logs import correlated
 from parley.message import InboundMessage, thread_key
 from privacy.crypto import Sealer
 from workers import keys
@@ -45,6 +46,10 @@ class QueueIntake:
         self._channels = channels
 
     async def submit(self, message: InboundMessage) -> bool:
+        with correlated(message.message_key):
+            return await self._submit(message)
+
+    async def _submit(self, message: InboundMessage) -> bool:
         metrics.EVENTS_RECEIVED.labels(message.platform).inc()
         seen_key = keys.seen(message.platform, message.tenant, message.message_id)
         order_key = keys.thread_queue(message.thread_key)

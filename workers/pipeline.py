@@ -37,6 +37,7 @@ from llm.base import (
 from llm.budget import fit_history
 from llm.retry import RetryPolicy
 from parley import metrics
+from parley.logs import correlated
 from parley.message import InboundMessage
 from privacy.recognizers import redact_secrets
 from privacy.redactor import Redactor, restore_text
@@ -55,6 +56,9 @@ PLACEHOLDER_NOTE = (
 )
 
 Display = Callable[[str, bool], str]  # (model text, still streaming) -> what people see
+# Seconds between two renderings of a growing answer for display (sanitized, values put
+# back); until the answer shows something, every token is rendered.
+RENDER_INTERVAL = 0.1
 
 
 class Outcome(Enum):
@@ -136,6 +140,10 @@ class Pipeline:
     _model_id: str | None = field(default=None, init=False)
 
     async def answer(self, message: InboundMessage) -> Outcome:
+        with correlated(message.message_key):
+            return await self._answer_in_turn(message)
+
+    async def _answer_in_turn(self, message: InboundMessage) -> Outcome:
         key = message.message_key
         if (await self.ledger.load(key)).finished:
             return Outcome.DUPLICATE
@@ -357,14 +365,19 @@ class Pipeline:
         metrics.IN_FLIGHT.inc()
         try:
             while True:
-                text = ""
+                text = shown = ""
+                rendered_at = -RENDER_INTERVAL
                 try:
                     async for chunk in self.model.stream(prompt, policy.params):
                         if first_token:
                             metrics.TIME_TO_FIRST_TOKEN.observe(time.monotonic() - started)
                             first_token = False
                         text += chunk
-                        await reply.update(show(text, True))
+                        # Rendering costs the whole text each time: per token that is
+                        # quadratic in the answer, and the reply writes once per interval.
+                        if not shown or time.monotonic() - rendered_at >= RENDER_INTERVAL:
+                            rendered_at, shown = time.monotonic(), show(text, True)
+                            await reply.update(shown)
                     if text.strip():
                         metrics.MODEL_UP.set(1)
                         return text

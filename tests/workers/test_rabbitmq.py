@@ -4,6 +4,7 @@ deduplication and ordering."""
 
 from __future__ import annotations
 
+import functools
 import socket
 import uuid
 from collections.abc import Iterator
@@ -38,8 +39,7 @@ def queue() -> Iterator[str]:
     name = f"parley-test-{uuid.uuid4().hex[:8]}"
     yield name
     with Connection(AMQP_URL) as conn:
-        channel = conn.channel()
-        channel.queue_delete(name)
+        conn.SimpleQueue(name).queue.delete()
 
 
 def test_a_mention_is_answered_through_rabbitmq(
@@ -59,17 +59,14 @@ def test_a_mention_is_answered_through_rabbitmq(
         events = [ev.mention(f"question {n} about the VPN", channel="C0RABBIT") for n in range(5)]
         for event in events:
             assert svc.deliver(event)[0] == 200
-        for n, event in enumerate(events):
-            wait_until(
-                lambda e=event, n=n: (
-                    [m["text"] for m in fake_slack.thread_replies("C0RABBIT", e["ts"])]
-                    == [f"You said: question {n} about the VPN"]
-                    and not fake_slack.open_streams()
-                ),
-                20,
-                f"answer {n}",
-                svc.logs,
-            )
+
+        def answered(n: int) -> bool:
+            replies = fake_slack.thread_replies("C0RABBIT", events[n]["ts"])
+            expected = [f"You said: question {n} about the VPN"]
+            return [m["text"] for m in replies] == expected and not fake_slack.open_streams()
+
+        for n in range(len(events)):
+            wait_until(functools.partial(answered, n), 20, f"answer {n}", svc.logs)
         status, body = svc.get("/readyz")
         assert status == 200, body
         assert '"broker": "ok"' in body
