@@ -10,7 +10,10 @@
   PUT and DELETE .../activities/{activityId}. It checks the Bearer token is one it issued,
   records every call with its headers, keeps each conversation's visible messages, follows
   Teams' streaming protocol strictly (sequence, "all text so far", final), enforces the
-  100 KB message size, and can answer 429 (Retry-After), 412, 502... a number of times.
+  100 KB message size, and can answer 429 (Retry-After), 412, 502... a number of times;
+  GET .../conversations/{id}/members/{memberId} for members made known by `add_member`,
+  and POST /v3/conversations, which opens a 1:1 chat with a person unless
+  `refuse_personal_chat` says they have not installed the app for themselves (403).
 
 Tests configure and inspect it from their own thread while it serves from its own; a lock
 guards the shared state.
@@ -45,7 +48,7 @@ TENANT_ID = "9e8d7c6b-5a49-4382-b1a0-fedcba987654"
 SERVICE_PATH = "/amer"
 MESSAGE_SIZE_LIMIT = 100 * 1024  # bytes of the activity in UTF-16, as Teams counts
 
-Op = Literal["send", "update", "delete", "token", "any"]
+Op = Literal["send", "update", "delete", "token", "create", "member", "any"]
 Json = dict[str, Any]
 
 
@@ -62,7 +65,7 @@ class _Failure:
 class Call:
     """One request to the connector or the login endpoint."""
 
-    op: str  # "send" | "update" | "delete" | "token"
+    op: str  # "send" | "update" | "delete" | "token" | "create" | "member"
     method: str
     conversation_id: str | None
     activity_id: str | None
@@ -89,6 +92,7 @@ class Message:
     updates: int = 0  # PUTs it received
     reply_to_id: str | None = None
     history: list[str] = field(default_factory=list)  # every text it showed
+    feedback_loop: bool = False  # Teams shows its 👍/👎 buttons under it
 
     def as_dict(self) -> Json:
         return {
@@ -102,6 +106,7 @@ class Message:
             "deleted": self.deleted,
             "updates": self.updates,
             "reply_to_id": self.reply_to_id,
+            "feedback_loop": self.feedback_loop,
         }
 
 
@@ -141,6 +146,9 @@ class FakeBotFramework:
         self._failures: dict[str, list[_Failure]] = {}
         self._messages: dict[str, Message] = {}
         self._ids = itertools.count(1)
+        self._members: dict[str, Json] = {}  # Teams user id (29:…) -> member
+        self._no_personal_app: set[str] = set()
+        self.personal_chats: dict[str, str] = {}  # Teams user id -> 1:1 conversation id
         app = web.Application()
         app.router.add_get("/v1/.well-known/openidconfiguration", self._metadata)
         app.router.add_get("/v1/.well-known/keys", self._jwks)
@@ -150,6 +158,11 @@ class FakeBotFramework:
         app.router.add_post(base + "/{activity_id}", self._send)
         app.router.add_put(base + "/{activity_id}", self._update)
         app.router.add_delete(base + "/{activity_id}", self._delete)
+        app.router.add_post(f"{SERVICE_PATH}/v3/conversations", self._create)
+        app.router.add_get(
+            f"{SERVICE_PATH}/v3/conversations/{{conversation_id}}/members/{{member_id}}",
+            self._member,
+        )
         self._server = BackgroundServer(app)
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -366,7 +379,74 @@ class FakeBotFramework:
             ]
         return activity
 
+    def feedback_invoke(
+        self,
+        reply_to_id: str,
+        reaction: str = "like",
+        *,
+        conversation: Json,
+        user: str = "29:alice",
+        aad_object_id: str | None = "aad-alice",
+        comment: str = "",
+    ) -> Json:
+        """A click on Teams' feedback buttons under the message `reply_to_id` (after the
+        person submitted the form that follows)."""
+        activity = self.activity(
+            "invoke", conversation=conversation, user=user, aad_object_id=aad_object_id
+        )
+        activity["name"] = "message/submitAction"
+        activity["replyToId"] = reply_to_id
+        activity["value"] = {
+            "actionName": "feedback",
+            "actionValue": {
+                "reaction": reaction,
+                "feedback": json.dumps({"feedbackText": comment}),
+            },
+        }
+        return activity
+
+    def reaction(
+        self,
+        reply_to_id: str,
+        *,
+        conversation: Json,
+        added: tuple[str, ...] = (),
+        removed: tuple[str, ...] = (),
+        user: str = "29:alice",
+        aad_object_id: str | None = "aad-alice",
+    ) -> Json:
+        """A messageReaction activity: reactions (Teams types: like, heart, laugh...) put
+        on or taken off the message `reply_to_id`."""
+        activity = self.activity(
+            "messageReaction", conversation=conversation, user=user, aad_object_id=aad_object_id
+        )
+        activity["replyToId"] = reply_to_id
+        if added:
+            activity["reactionsAdded"] = [{"type": kind} for kind in added]
+        if removed:
+            activity["reactionsRemoved"] = [{"type": kind} for kind in removed]
+        return activity
+
     # -- configuring -------------------------------------------------------------------
+
+    def add_member(self, user: str, aad_object_id: str | None, name: str) -> None:
+        """A person the members endpoint knows, in every conversation."""
+        member: Json = {
+            "id": user,
+            "name": name,
+            "userRole": "user",
+            "tenantId": self.tenant_id,
+        }
+        if aad_object_id:
+            member["aadObjectId"] = aad_object_id
+        with self._lock:
+            self._members[user] = member
+
+    def refuse_personal_chat(self, user: str) -> None:
+        """The person has not installed the app for themselves: opening a 1:1 chat with
+        them is refused with 403, as Teams does."""
+        with self._lock:
+            self._no_personal_app.add(user)
 
     def fail(
         self,
@@ -526,11 +606,17 @@ class FakeBotFramework:
     async def _delete(self, request: web.Request) -> web.Response:
         return await self._serve(request, "delete", self._do_delete)
 
+    async def _create(self, request: web.Request) -> web.Response:
+        return await self._serve(request, "create", self._do_create)
+
+    async def _member(self, request: web.Request) -> web.Response:
+        return await self._serve(request, "member", self._do_member)
+
     async def _serve(self, request: web.Request, op: str, handler: Any) -> web.Response:
         if self.latency:
             await asyncio.sleep(self.latency)
-        conversation_id = request.match_info["conversation_id"]
-        activity_id = request.match_info.get("activity_id")
+        conversation_id = request.match_info.get("conversation_id")
+        activity_id = request.match_info.get("activity_id") or request.match_info.get("member_id")
         raw = await request.read()
         headers = dict(request.headers)
         body: Any = None
@@ -564,6 +650,30 @@ class FakeBotFramework:
             expiry = self._access_tokens.get(token)
         return scheme == "Bearer" and expiry is not None and expiry > time.time()
 
+    def _do_create(self, _: str | None, __: str | None, body: Any) -> tuple[int, Json]:
+        if not isinstance(body, dict):
+            raise _Refusal(400, "BadArgument", "the conversation parameters are a JSON object")
+        members, bot = body.get("members"), body.get("bot")
+        if body.get("isGroup") is not False or not isinstance(members, list) or len(members) != 1:
+            raise _Refusal(400, "BadArgument", "a 1:1 chat has isGroup false and one member")
+        if not isinstance(bot, dict) or bot.get("id") != self.bot_id:
+            raise _Refusal(400, "BadArgument", "bot is not this bot")
+        if body.get("tenantId") != self.tenant_id:
+            raise _Refusal(400, "BadArgument", "tenantId missing or unknown")
+        member = members[0].get("id") if isinstance(members[0], dict) else None
+        if not isinstance(member, str) or not member:
+            raise _Refusal(400, "BadArgument", "the member needs an id")
+        if member in self._no_personal_app:
+            raise _Refusal(403, "Forbidden", "The bot is not part of the conversation roster.")
+        conversation_id = self.personal_chats.setdefault(member, f"a:1personal-{member}")
+        return 201, {"id": conversation_id}
+
+    def _do_member(self, _: str | None, member_id: str | None, body: Any) -> tuple[int, Json]:
+        member = self._members.get(member_id or "")
+        if member is None:
+            raise _Refusal(404, "MemberNotFoundInConversation", "The member was not found.")
+        return 200, dict(member)
+
     def _do_send(self, conversation_id: str, reply_to: str | None, body: Any) -> tuple[int, Json]:
         if not isinstance(body, dict):
             raise _Refusal(400, "BadArgument", "an activity is a JSON object")
@@ -581,6 +691,7 @@ class FakeBotFramework:
         message = self._new_message(conversation_id, body, reply_to)
         message.text = text
         message.history.append(text)
+        message.feedback_loop = _feedback_loop(body)
         return 201, {"id": message.id}
 
     def _stream(self, conversation_id: str, body: Json, info: Json) -> tuple[int, Json]:
@@ -622,6 +733,7 @@ class FakeBotFramework:
             message.streaming = False
             message.text_format = body.get("textFormat")
             message.history.append(text)
+            message.feedback_loop = _feedback_loop(body)
             return 202, {}
         assert isinstance(sequence, int)
         if sequence <= message.sequence:
@@ -660,6 +772,7 @@ class FakeBotFramework:
         message.text_format = body.get("textFormat")
         message.updates += 1
         message.history.append(text)
+        message.feedback_loop = _feedback_loop(body)
         return 200, {"id": message.id}
 
     def _do_delete(
@@ -741,6 +854,11 @@ def _stream_info(body: Json) -> Json | None:
     if isinstance(data, dict) and "streamType" in data:
         return data
     return None
+
+
+def _feedback_loop(body: Json) -> bool:
+    data = body.get("channelData")
+    return isinstance(data, dict) and data.get("feedbackLoopEnabled") is True
 
 
 def _seconds(value: float) -> str:
