@@ -16,7 +16,9 @@ How an answer shows while it is generated:
   posts "Thinking…" at once and edits it (update_activity) at most once per interval;
   "once" shows the typing indicator and sends the answer when it is complete.
 Channel replies go to the thread: the reference's conversation id carries
-`;messageid=<root>`. Answers longer than one message continue in further messages.
+`;messageid=<root>`. Answers longer than one message continue in further messages. The
+messages of a complete answer carry channelData.feedbackLoopEnabled, so Teams shows its
+👍/👎 buttons under them (bots.teams.inbound records the clicks).
 
 Every message is recorded through `save_state` as soon as it exists, so a task that crashed
 and runs again takes over the same messages instead of posting a second answer.
@@ -73,13 +75,27 @@ TYPING_REFRESH = 3.0  # Teams hides a typing indicator after a few seconds
 STREAM_TIME_LIMIT = 100.0
 
 
-_SHORTCODES = {
+# Slack-style :shortcodes: that the pipeline and the admin commands write; Teams shows
+# them literally, so they become emoji. Unknown ones are left as they are.
+SHORTCODES = {
     ":warning:": "⚠️",
     ":hourglass:": "⌛",
+    ":hourglass_flowing_sand:": "⏳",
     ":scissors:": "✂️",
     ":no_entry:": "⛔",
     ":lock:": "🔒",
+    ":key:": "🔑",
     ":white_check_mark:": "✅",
+    ":zzz:": "💤",
+    ":speech_balloon:": "💬",
+    ":memo:": "📝",
+    ":leftwards_arrow_with_hook:": "↩️",
+    ":gear:": "⚙️",
+    ":wastebasket:": "🗑️",
+    ":large_green_circle:": "🟢",
+    ":red_circle:": "🔴",
+    ":+1:": "👍",
+    ":-1:": "👎",
 }
 _SHORTCODE = re.compile(r":[a-z0-9_+-]+:")
 
@@ -137,7 +153,12 @@ class _Address:
         return f"{url}/{quote(activity_id, safe='')}" if activity_id else url
 
     def activity(
-        self, kind: str, text: str | None = None, *, stream: Mapping[str, Any] | None = None
+        self,
+        kind: str,
+        text: str | None = None,
+        *,
+        stream: Mapping[str, Any] | None = None,
+        feedback: bool = False,
     ) -> dict[str, Any]:
         activity = Activity(type=kind, text=text, text_format="markdown" if text else None)
         activity = TurnContext.apply_conversation_reference(activity, copy.copy(self.reference))
@@ -147,6 +168,10 @@ class _Address:
         if stream is not None:
             data["entities"] = [{"type": "streaminfo", **stream}]
             data["channelData"] = dict(stream)
+        if feedback:
+            # Teams' own 👍/👎 buttons under the answer; a click comes back to the ingress
+            # as a message/submitAction invoke naming this message.
+            data.setdefault("channelData", {})["feedbackLoopEnabled"] = True
         return data
 
 
@@ -159,6 +184,7 @@ class _Part:
     sent: str = ""  # the text it shows, or has streamed so far
     sequence: int = 0  # the last streamSequence sent
     opened_at: float = 0.0  # loop time the stream began
+    rateable: bool = False  # written with Teams' feedback buttons
 
 
 def _clean(text: str) -> str:
@@ -170,9 +196,14 @@ def _split(text: str) -> list[str]:
     return [part for part in (p.rstrip() for p in split_message(text, MESSAGE_LIMIT)) if part]
 
 
+def render_shortcodes(text: str) -> str:
+    """Slack-style :shortcodes: as the emoji Teams shows."""
+    return _SHORTCODE.sub(lambda m: SHORTCODES.get(m.group(), m.group()), text)
+
+
 def _render_notice(text: str) -> str:
-    """A failure notice: Slack-style :shortcodes: (as the pipeline writes them) as emoji."""
-    return _SHORTCODE.sub(lambda m: _SHORTCODES.get(m.group(), m.group()), text).strip() or MORE
+    """A failure notice, as the pipeline writes it (with :shortcodes:)."""
+    return render_shortcodes(text).strip() or MORE
 
 
 # -- one reply -------------------------------------------------------------------------
@@ -207,6 +238,7 @@ class TeamsReply:
         self._pacer = Pacer(lambda text: self._flush(text, final=False), lambda: self._pace, tasks)
         self._closed = False
         self._cancelled = False  # the user stopped the stream
+        self._finishing = False  # the complete answer is being written: people may rate it
 
     @property
     def mode(self) -> Mode:
@@ -235,6 +267,7 @@ class TeamsReply:
         if self._closed:
             return
         await self._pacer.quiesce()
+        self._finishing = True
         await self._flush(_clean(text), final=True)
         self._closed = True
 
@@ -242,6 +275,7 @@ class TeamsReply:
         if self._closed:
             return
         await self._pacer.quiesce()
+        self._finishing = False  # a notice is not an answer to rate
         if not self._cancelled:
             if self._mode == "stream":
                 self._mode = "update"  # _write closes the stream with the notice
@@ -335,7 +369,7 @@ class TeamsReply:
                 continue
             part = self._parts[i]
             if not part.streaming:
-                if part.sent != content:
+                if self._stale(part, content, last=i == len(contents) - 1):
                     await self._edit(part, content)
             elif not content.startswith(part.sent):
                 # The split fell before the end of what this part already streamed.
@@ -358,7 +392,9 @@ class TeamsReply:
                 text = THINKING if i == 0 else MORE
             if i >= len(self._parts):
                 await self._post(text)
-            elif self._parts[i].streaming or self._parts[i].sent != text:
+            elif self._parts[i].streaming or self._stale(
+                self._parts[i], text, last=i == len(contents) - 1
+            ):
                 await self._show(self._parts[i], text)
         if final and len(self._parts) > len(contents):
             await self._drop(self._parts[len(contents) :])
@@ -371,8 +407,13 @@ class TeamsReply:
                 return
             # A stream may only grow; close it as it is, then edit it.
             await self._final(part, part.sent or THINKING)
-        if part.sent != text:
+        if part.sent != text or (self._finishing and not part.rateable):
             await self._edit(part, text)
+
+    def _stale(self, part: _Part, text: str, *, last: bool) -> bool:
+        """Whether a message must be written again: its text changed, or it ends the
+        complete answer and does not show the feedback buttons yet."""
+        return part.sent != text or (last and self._finishing and not part.rateable)
 
     def _stream_too_old(self) -> bool:
         now = asyncio.get_running_loop().time()
@@ -421,15 +462,17 @@ class TeamsReply:
 
     async def _final(self, part: _Part, text: str) -> None:
         stream = {"streamId": part.id, "streamType": "final"}
+        activity = self._to.activity(
+            ActivityTypes.message, text, stream=stream, feedback=self._finishing
+        )
         try:
-            await self._send(
-                "stream", self._to.activity(ActivityTypes.message, text, stream=stream)
-            )
+            await self._send("stream", activity)
         except TeamsDeliveryError as exc:
             await self._stream_ended(part, exc, text)
             return
         part.streaming = False
         part.sent = text
+        part.rateable = self._finishing
 
     async def _stream_ended(self, part: _Part, exc: TeamsDeliveryError, text: str) -> None:
         """A stream Teams no longer takes: stopped by the user (the answer ends there),
@@ -446,9 +489,12 @@ class TeamsReply:
             self._mode = "update"
         await self._edit(part, text)
 
+    def _message(self, text: str) -> dict[str, Any]:
+        return self._to.activity(ActivityTypes.message, text, feedback=self._finishing)
+
     async def _post(self, text: str) -> None:
-        body = await self._send("send", self._to.activity(ActivityTypes.message, text))
-        await self._record(_Part(_id(body, "send"), sent=text))
+        body = await self._send("send", self._message(text))
+        await self._record(_Part(_id(body, "send"), sent=text, rateable=self._finishing))
 
     async def _edit(self, part: _Part, text: str) -> None:
         try:
@@ -456,7 +502,7 @@ class TeamsReply:
                 "update",
                 "PUT",
                 self._to.url(part.id),
-                payload={**self._to.activity(ActivityTypes.message, text), "id": part.id},
+                payload={**self._message(text), "id": part.id},
                 where=self._to.where,
             )
         except TeamsDeliveryError as exc:
@@ -464,10 +510,11 @@ class TeamsReply:
                 raise
             # Deleted by someone, or an ended stream that cannot be edited: send anew.
             log.info("message %s cannot be edited (%s): sending it again", part.id, exc.status)
-            body = await self._send("send", self._to.activity(ActivityTypes.message, text))
+            body = await self._send("send", self._message(text))
             part.id = _id(body, "send")
             await self._save()
         part.sent = text
+        part.rateable = self._finishing
 
     async def _typing(self, *, quiet: bool = False) -> None:
         try:
@@ -578,6 +625,16 @@ class TeamsOutbound:
 def create_outbound(
     settings: Settings, *, stream_time_limit: float = STREAM_TIME_LIMIT
 ) -> TeamsOutbound:
+    return TeamsOutbound(
+        create_tokens(settings),
+        channel_reply=settings.teams_channel_reply,
+        update_interval=settings.reply_update_interval,
+        stream_time_limit=stream_time_limit,
+    )
+
+
+def create_tokens(settings: Settings) -> Tokens | None:
+    """The bot's own Bot Connector tokens (None for the Emulator without an app id)."""
     tokens: Tokens | None = None
     if settings.microsoft_app_type == "UserAssignedMSI":
         raise SettingsError(
@@ -602,9 +659,4 @@ def create_outbound(
         )
     elif not settings.teams_allow_anonymous:
         raise SettingsError("MicrosoftAppId not set: the worker needs it to answer in Teams.")
-    return TeamsOutbound(
-        tokens,
-        channel_reply=settings.teams_channel_reply,
-        update_interval=settings.reply_update_interval,
-        stream_time_limit=stream_time_limit,
-    )
+    return tokens

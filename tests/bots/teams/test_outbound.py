@@ -125,8 +125,14 @@ def _stream_calls(bf: FakeBotFramework) -> list[Call]:
 
 def _info(body: dict[str, Any]) -> dict[str, Any]:
     [entity] = [e for e in body["entities"] if e["type"] == "streaminfo"]
-    assert body["channelData"] == {k: v for k, v in entity.items() if k != "type"}
+    stream = {k: v for k, v in body["channelData"].items() if k != "feedbackLoopEnabled"}
+    assert stream == {k: v for k, v in entity.items() if k != "type"}
     return dict(entity)
+
+
+def _rateable(body: dict[str, Any]) -> bool:
+    """Whether Teams shows its feedback buttons under this message."""
+    return bool((body.get("channelData") or {}).get("feedbackLoopEnabled"))
 
 
 async def test_a_personal_chat_streams_with_teams_streaming_protocol(
@@ -173,6 +179,10 @@ async def test_a_personal_chat_streams_with_teams_streaming_protocol(
     assert final.body["text"] == answer
     assert final.body["textFormat"] == "markdown"
     assert _info(final.body) == {"type": "streaminfo", "streamId": stream_id, "streamType": "final"}
+    # Only the complete answer carries Teams' feedback buttons.
+    assert _rateable(final.body)
+    assert not any(_rateable(c.body) for c in calls[:-1])
+    assert fake_bf.message(stream_id)["feedback_loop"]
     assert all(c.status < 300 for c in fake_bf.calls)
     assert fake_bf.texts(conversation) == [answer]
     assert fake_bf.open_streams() == []
@@ -235,6 +245,9 @@ async def test_a_channel_reply_is_threaded_and_its_edits_are_throttled(
     assert all(c.conversation_id == thread for c in fake_bf.calls if c.op != "token")
     assert not _stream_calls(fake_bf), "channels cannot stream"
     assert updates[-1].body["textFormat"] == "markdown"
+    assert _rateable(updates[-1].body)
+    assert not any(_rateable(c.body) for c in updates[:-1])
+    assert fake_bf.messages(thread)[0]["feedback_loop"]
 
 
 async def test_many_updates_within_one_interval_make_one_edit(
@@ -267,6 +280,8 @@ async def test_channel_reply_once_sends_the_answer_when_it_is_complete(
     await reply.finish(_answer(100))
     assert fake_bf.texts(chat) == [_answer(100)]
     assert fake_bf.calls_to("update") == []
+    [answer] = fake_bf.messages(chat)
+    assert answer["feedback_loop"]
 
 
 @pytest.mark.parametrize(
@@ -409,6 +424,7 @@ async def test_a_long_answer_is_split_into_messages_teams_accepts(
     assert "\n\n".join(texts) == answer
     assert fake_bf.open_streams() == []
     assert [c for c in fake_bf.calls if c.status >= 400] == []
+    assert fake_bf.messages(conversation)[-1]["feedback_loop"], "the end of it can be rated"
 
 
 async def test_a_restarted_generation_replaces_what_the_stream_showed(
@@ -437,6 +453,7 @@ async def test_fail_replaces_the_progress_with_a_notice(
         "⚠️ Sorry, the language model is not reachable right now."
     ]
     assert fake_bf.open_streams() == []
+    assert not fake_bf.messages(conversation)[0]["feedback_loop"], "a notice is not rated"
 
 
 async def test_the_user_stopping_the_stream_ends_the_answer_there(
