@@ -122,7 +122,7 @@ async def _serve(settings: Settings, *, socket_mode: bool) -> None:
     if settings.teams_enabled:
         from bots.teams.inbound import teams_routes
 
-        routes += teams_routes(settings, intake)
+        routes += teams_routes(settings, intake, commands=admin.commands, feedback=admin.feedback)
 
     async def broker_check() -> None:
         def connect() -> None:

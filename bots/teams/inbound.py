@@ -11,8 +11,12 @@ is set (the Bot Framework Emulator), which is announced by a warning at start-up
 Messages are normalized (personal chats; channel posts and group chats that @mention the
 bot, the mention removed by its entity so the bot's display name does not matter), queued
 through the Intake (which deduplicates on the activity id) and acknowledged with 202 at
-once: the answer comes from the worker, which also shows the typing indicator. Other
-activity types are acknowledged with 200 and ignored.
+once: the answer comes from the worker, which also shows the typing indicator. Channel
+posts without a mention are queued only as follow-ups in a thread Parley takes part in, or
+as new posts in a channel an admin set to `mode all`. A message that is a `config …`
+command runs in the background instead (bots.teams.commands). Ratings arrive as the
+feedback buttons' invoke and as "like" reactions. Other activity types are acknowledged
+with 200 and ignored.
 
 Why not botbuilder's JwtTokenValidation: it fetches the metadata with blocking `requests`
 calls without a timeout inside the event loop, keeps the metadata URL in a class-global,
@@ -43,8 +47,18 @@ from botframework.connector.auth import (
     EndorsementsValidator,
 )
 from jwt.algorithms import RSAAlgorithm
+from redis.exceptions import RedisError
 
-from bots.base import Intake, IntakeUnavailable
+from bots.base import CommandCall, Commands, Feedback, Intake, IntakeUnavailable, Rating
+from bots.teams.commands import (
+    COMMAND,
+    CommandRequest,
+    TeamsCommandRunner,
+    bot_name,
+    mark_mentions,
+    parse_command,
+)
+from bots.teams.outbound import create_tokens
 from parley.message import InboundMessage
 from parley.settings import Settings
 
@@ -67,6 +81,7 @@ ALGORITHMS: tuple[str, ...] = tuple(AuthenticationConstants.ALLOWED_SIGNING_ALGO
 SERVICE_URL_CLAIM: str = AuthenticationConstants.SERVICE_URL_CLAIM
 
 _AT = re.compile(r"<at\b[^>]*>(.*?)</at>", re.IGNORECASE | re.DOTALL)
+_FEEDBACK_RATINGS: dict[str, Rating] = {"like": "good", "dislike": "bad"}
 _SPACES = re.compile(r"[ \t\u00a0]{2,}")
 
 
@@ -264,6 +279,11 @@ class Incoming:
     def addressed(self) -> bool:
         return self.kind == "personal" or self.mentioned
 
+    @property
+    def new_post(self) -> bool:
+        """A channel post that starts its own thread, not a reply in one."""
+        return self.kind == "channel" and self.thread == self.activity_id
+
     def message(self) -> InboundMessage:
         return InboundMessage(
             platform=PLATFORM,
@@ -276,6 +296,8 @@ class Incoming:
             message_id=f"{self.channel}:{self.activity_id}",
             reply_to=self.reply_to,
             received_at=time.time(),
+            addressed=self.addressed,
+            direct=self.kind == "personal",
         )
 
 
@@ -287,19 +309,13 @@ def read_message(
     default_tenant: str | None = None,
 ) -> Incoming | None:
     """Turn a message activity into an Incoming, or None when it cannot be answered."""
-    conversation, sender, recipient = (
-        activity.conversation,
-        activity.from_property,
-        activity.recipient,
-    )
+    conversation, sender = activity.conversation, activity.from_property
     conversation_id = getattr(conversation, "id", None)
     activity_id = activity.id
     if not (isinstance(conversation_id, str) and conversation_id and activity_id and sender):
         log.warning("ignoring a Teams message without conversation, id or sender")
         return None
-    bot_ids = {
-        i for i in (getattr(recipient, "id", None), app_id, f"28:{app_id}" if app_id else None) if i
-    }
+    bot_ids = bot_ids_of(activity, app_id)
     if sender.id in bot_ids:
         return None
     user = sender.aad_object_id or sender.id
@@ -308,6 +324,9 @@ def read_message(
         return None
     kind = _kind(conversation)
     channel, _, rest = conversation_id.partition(";")
+    if not channel:
+        log.warning("ignoring a Teams message whose conversation id names no conversation")
+        return None
     thread = channel
     if kind == "channel":
         # A channel thread is conversation.id + ";messageid=<root>"; a new post is its own root.
@@ -327,6 +346,14 @@ def read_message(
             activity, tenant, channel, thread if kind == "channel" else None
         ),
     )
+
+
+def bot_ids_of(activity: Any, app_id: str | None) -> set[str]:
+    """The ids the bot goes by in an activity: the recipient, and the app id as such and
+    as a Teams bot id."""
+    recipient = getattr(activity, "recipient", None)
+    candidates = (getattr(recipient, "id", None), app_id, f"28:{app_id}" if app_id else None)
+    return {i for i in candidates if isinstance(i, str) and i}
 
 
 def strip_mentions(text: str, entities: object, bot_ids: set[str]) -> tuple[str, bool]:
@@ -411,9 +438,18 @@ def _tenant(raw: Mapping[str, Any]) -> str | None:
 
 
 class TeamsIngress:
-    """POST /api/messages: verify, normalize, enqueue, acknowledge."""
+    """POST /api/messages: verify, then enqueue questions, run `config` commands and
+    record ratings; acknowledge at once."""
 
-    def __init__(self, settings: Settings, intake: Intake, *, keys: OpenIdKeys | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        intake: Intake,
+        *,
+        keys: OpenIdKeys | None = None,
+        commands: Commands | None = None,
+        feedback: Feedback | None = None,
+    ):
         self._app_id = settings.microsoft_app_id
         self._intake = intake
         self._auth = BotFrameworkAuth(
@@ -422,6 +458,11 @@ class TeamsIngress:
             allow_anonymous=settings.teams_allow_anonymous,
         )
         self._default_tenant = settings.microsoft_app_tenant_id
+        # Answering a command needs the bot's own token, as the worker's replies do.
+        self.commands = (
+            TeamsCommandRunner(commands, create_tokens(settings)) if commands is not None else None
+        )
+        self._feedback = feedback
 
     async def handle(self, request: web.Request) -> web.Response:
         if (request.content_length or 0) > MAX_ACTIVITY_BYTES:
@@ -444,6 +485,10 @@ class TeamsIngress:
         except Unauthorized as exc:
             log.warning("refused a Teams activity: %s", exc)
             return web.Response(status=401, text="unauthorized")
+        if activity.type == ActivityTypes.invoke:
+            return await self._invoke(activity, raw)
+        if activity.type == ActivityTypes.message_reaction:
+            return await self._reaction(activity, raw)
         if activity.type != ActivityTypes.message:
             log.debug("ignoring a Teams %s activity", activity.type)
             return web.Response(status=200)
@@ -452,14 +497,10 @@ class TeamsIngress:
         )
         if incoming is None:
             return web.Response(status=200)
+        if incoming.addressed and self._run_command(activity, raw, incoming):
+            return web.Response(status=202)
         try:
-            if not incoming.addressed and not (
-                incoming.kind == "channel"
-                and await self._intake.is_active_thread(
-                    PLATFORM, incoming.tenant, incoming.channel, incoming.thread
-                )
-            ):
-                # Without a resource-specific consent Teams only sends mentions anyway.
+            if not incoming.addressed and not await self._reads(incoming):
                 return web.Response(status=200)
             if not incoming.text:
                 log.info("ignoring an empty Teams message %s", incoming.activity_id)
@@ -474,8 +515,158 @@ class TeamsIngress:
             return web.Response(status=503, text="queue unavailable, retry later")
         return web.Response(status=202)
 
+    async def _reads(self, incoming: Incoming) -> bool:
+        """Whether a message that does not address the bot is for it all the same: a reply
+        in a channel thread Parley takes part in, or a new post in a channel an admin set to
+        `mode all`. Teams delivers channel messages without a mention only with the
+        ChannelMessage.Read.Group permission (resource-specific consent, in the manifest)."""
+        if incoming.kind != "channel":
+            return False
+        if incoming.new_post:
+            return await self._intake.reads_channel(PLATFORM, incoming.tenant, incoming.channel)
+        return await self._intake.is_active_thread(
+            PLATFORM, incoming.tenant, incoming.channel, incoming.thread
+        )
 
-def teams_routes(settings: Settings, intake: Intake) -> list[web.RouteDef]:
+    # -- commands ----------------------------------------------------------------------
+
+    def _run_command(self, activity: Any, raw: Mapping[str, Any], incoming: Incoming) -> bool:
+        """Start the admin command this message is, if it is one."""
+        if self.commands is None:
+            return False
+        entities, bot_ids = raw.get("entities"), bot_ids_of(activity, self._app_id)
+        marked = mark_mentions(activity.text or "", entities, bot_ids)
+        text = parse_command(strip_mentions(marked, entities, bot_ids)[0])
+        sender, recipient = activity.from_property, activity.recipient
+        if text is None or not isinstance(activity.service_url, str):
+            return False
+        if not isinstance(getattr(sender, "id", None), str):
+            return False
+        personal = incoming.kind == "personal"
+        conversation_id = str(activity.conversation.id)
+        in_thread = incoming.kind != "channel" or not incoming.new_post
+        call = CommandCall(
+            platform=PLATFORM,
+            tenant=incoming.tenant,
+            channel=incoming.channel,
+            user=incoming.user,
+            text=text,
+            prefix=COMMAND if personal else f"@{bot_name(entities, bot_ids) or 'Parley'} {COMMAND}",
+            direct=personal,
+            # Typed inside a thread (a channel reply; a chat is one thread), so that
+            # `config forget thread` needs no link there.
+            thread=incoming.thread if in_thread else None,
+        )
+        bot = {"id": getattr(recipient, "id", None) or f"28:{self._app_id}"}
+        if isinstance(getattr(recipient, "name", None), str):
+            bot["name"] = recipient.name
+        started = self.commands.start(
+            CommandRequest(
+                call=call,
+                kind=incoming.kind,
+                service_url=activity.service_url,
+                conversation_id=conversation_id,
+                activity_id=incoming.activity_id,
+                roster=_team_id(raw) or incoming.channel,
+                bot=bot,
+                sender=sender.id,
+            )
+        )
+        log.info(
+            "admin command %s in %s conversation %s",
+            "started" if started else "redelivered, ignored",
+            incoming.kind,
+            incoming.channel,
+        )
+        return True
+
+    # -- ratings -----------------------------------------------------------------------
+
+    async def _invoke(self, activity: Any, raw: Mapping[str, Any]) -> web.Response:
+        """Teams' feedback buttons under an answer: a message/submitAction invoke, answered
+        with an invoke response. The comment people may write is not kept (it is free
+        text, possibly personal data): only the rating."""
+        if activity.name != "message/submitAction":
+            return web.Response(status=200)
+        value = raw.get("value")
+        if not isinstance(value, dict) or value.get("actionName") != "feedback":
+            return web.Response(status=200)
+        action = value.get("actionValue")
+        if isinstance(action, str):  # some clients send it as a JSON string
+            try:
+                action = json.loads(action)
+            except ValueError:
+                action = None
+        reaction = action.get("reaction") if isinstance(action, dict) else None
+        rating = _FEEDBACK_RATINGS.get(reaction) if isinstance(reaction, str) else None
+        rated = _rated(activity, raw, self._default_tenant)
+        if rating is None or rated is None:
+            return web.Response(status=400, text="malformed feedback")
+        if self._feedback is not None:
+            tenant, answer, user = rated
+            try:
+                await self._feedback.rate(PLATFORM, tenant, answer, user, rating)
+            except RedisError as exc:
+                log.warning("could not record a rating: %r", exc)
+                return web.Response(status=503, text="cannot record feedback right now")
+        return web.json_response({"status": 200})
+
+    async def _reaction(self, activity: Any, raw: Mapping[str, Any]) -> web.Response:
+        """A 👍 (Teams' "like") added to or removed from one of Parley's answers. Teams has
+        no 👎 reaction among its standard ones; a bad rating comes from the buttons."""
+        rated = _rated(activity, raw, self._default_tenant)
+        if self._feedback is None or rated is None:
+            return web.Response(status=200)
+        tenant, answer, user = rated
+        try:
+            for field, added in (("reactionsAdded", True), ("reactionsRemoved", False)):
+                reactions = raw.get(field)
+                for reaction in reactions if isinstance(reactions, list) else []:
+                    if not isinstance(reaction, dict) or reaction.get("type") != "like":
+                        continue
+                    if added:
+                        await self._feedback.rate(PLATFORM, tenant, answer, user, "good")
+                    else:
+                        await self._feedback.withdraw(PLATFORM, tenant, answer, user, "good")
+        except RedisError as exc:
+            # A rating is not worth a retry storm from Teams: log it and move on.
+            log.warning("could not record a rating: %r", exc)
+        return web.Response(status=200)
+
+
+def _rated(
+    activity: Any, raw: Mapping[str, Any], default_tenant: str | None
+) -> tuple[str, str, str] | None:
+    """(tenant, answer id, user) of a rating: the answer is the message it replies to,
+    named as the pipeline records it ("<conversation before ';'>:<activity id>")."""
+    conversation_id = getattr(activity.conversation, "id", None)
+    reply_to_id, sender = activity.reply_to_id, activity.from_property
+    if not (isinstance(conversation_id, str) and conversation_id.partition(";")[0]):
+        return None
+    if not (isinstance(reply_to_id, str) and reply_to_id and sender is not None):
+        return None
+    user = sender.aad_object_id or sender.id
+    if not isinstance(user, str) or not user:
+        return None
+    tenant = _tenant(raw) or default_tenant or "unknown"
+    return tenant, f"{conversation_id.partition(';')[0]}:{reply_to_id}", user
+
+
+def _team_id(raw: Mapping[str, Any]) -> str | None:
+    data = raw.get("channelData")
+    team = data.get("team") if isinstance(data, dict) else None
+    if isinstance(team, dict) and isinstance(team.get("id"), str) and team["id"]:
+        return str(team["id"])
+    return None
+
+
+def teams_routes(
+    settings: Settings,
+    intake: Intake,
+    *,
+    commands: Commands | None = None,
+    feedback: Feedback | None = None,
+) -> list[web.RouteDef]:
     """POST /api/messages, the messaging endpoint of the Azure Bot registration."""
     if settings.teams_allow_anonymous:
         log.warning(
@@ -483,7 +674,7 @@ def teams_routes(settings: Settings, intake: Intake) -> list[web.RouteDef]:
             "Only for the Bot Framework Emulator on a developer machine; never in production.",
             ROUTE,
         )
-    ingress = TeamsIngress(settings, intake)
+    ingress = TeamsIngress(settings, intake, commands=commands, feedback=feedback)
     return [web.post(ROUTE, ingress.handle)]
 
 

@@ -8,6 +8,7 @@ empty Redis database (the redis_url fixture) and waits for its answers to be com
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -15,15 +16,20 @@ from typing import Any
 
 import pytest
 import redis
+from redis.asyncio import Redis as AsyncRedis
 
+from admin.feedback import FeedbackStore, Usage
 from tests.conftest import REDIS_URL, slack_for_parley
 from tests.fakes.bot_framework import APP_ID, APP_PASSWORD, TENANT_ID, FakeBotFramework
 from tests.fakes.tgi import FakeTGI
 from tests.support import slack_events
+from tests.support.scan import redis_dump
 from tests.support.service import ParleyService, parley_env, wait_until
 from workers import keys
 
 QUEUE = "parley-test"
+CHANNEL = "19:hr-questions@thread.tacv2"
+ADMIN, ADMIN_AAD = "29:admin", "aad-admin"
 
 
 class Teams:
@@ -76,6 +82,7 @@ def teams(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Teams]:
             MicrosoftAppTenantId=TENANT_ID,
             PARLEY_TEAMS_LOGIN_URL=bf.login_url,
             PARLEY_TEAMS_OPENID_METADATA_URL=bf.openid_url,
+            PARLEY_ADMINS=f"teams:{ADMIN_AAD}",
         )
         service = ParleyService(env, tmp_path_factory.mktemp("teams-e2e"))
         try:
@@ -210,3 +217,120 @@ def test_429_from_the_connector_is_retried(env: Teams) -> None:
     assert len(throttled) == 2
     later = [c for c in bf.calls_to("send") if c.at > throttled[-1].at]
     assert later[0].at - throttled[-1].at >= 0.9  # Retry-After was honoured
+
+
+# -- administration and ratings ----------------------------------------------------------
+
+
+def _private(bf: FakeBotFramework, user: str) -> list[str]:
+    """What the bot wrote to `user` in their 1:1 chat (the fake lives for the module)."""
+    chat = bf.personal_chats.get(user)
+    return bf.texts(chat) if chat else []
+
+
+def _next_private(env: Teams, user: str, activity: dict[str, Any]) -> str:
+    """Deliver a command and wait for its answer in the 1:1 chat with `user`."""
+    before = len(_private(env.bf, user))
+    assert env.deliver(activity) == 202
+    wait_until(
+        lambda: len(_private(env.bf, user)) > before,
+        10,
+        f"a private answer to {user}",
+        env.service.logs,
+    )
+    return _private(env.bf, user)[before]
+
+
+def _usage(channel: str) -> Usage:
+    async def read() -> Usage:
+        client = AsyncRedis.from_url(REDIS_URL)
+        try:
+            return await FeedbackStore(client, ttl=600).usage("teams", TENANT_ID, channel)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(read())
+
+
+def _answer_recorded(sync_redis: redis.Redis, channel: str, activity_id: str) -> None:
+    """Wait until the worker recorded the answer, so that ratings find it."""
+    key = keys.answer("teams", TENANT_ID, f"{channel}:{activity_id}")
+    wait_until(lambda: bool(sync_redis.exists(key)), 10, f"answer {activity_id} recorded")
+
+
+def test_an_admins_persona_and_mode_all_apply_to_the_next_channel_post(env: Teams) -> None:
+    bf = env.bf
+    persona = "You are the HR helper of Acme. Cite the handbook."
+    admin = {"user": ADMIN, "aad_object_id": ADMIN_AAD}
+    said = _next_private(env, ADMIN, bf.channel_message(f"config persona set {persona}", **admin))
+    assert said.startswith("📝 This channel's persona is set")
+    said = _next_private(env, ADMIN, bf.channel_message("config mode all", **admin))
+    assert said.startswith("💬 Parley now answers every new message")
+
+    # Bob posts without mentioning Parley: Teams delivers it (resource-specific consent)
+    # and, the channel being in mode all, Parley answers in the post's thread.
+    post = bf.channel_message("who approves travel?", mention=None)
+    assert env.deliver(post) == 202
+    env.wait_for_texts(post["conversation"]["id"], ["You said: who approves travel?"])
+    assert persona in env.tgi.prompts[-1]
+    # A reply in a thread Parley takes no part in is still left alone.
+    aside = bf.channel_message("lunch at noon?", root="1700000000888", mention=None)
+    assert env.deliver(aside) == 200
+    # And the channel's answers carry Teams' feedback buttons.
+    [answer] = bf.messages(post["conversation"]["id"])
+    assert answer["feedback_loop"]
+
+
+def test_feedback_buttons_and_a_like_on_a_real_answer_are_counted(
+    env: Teams, sync_redis: redis.Redis
+) -> None:
+    bf = env.bf
+    question = bf.channel_message("where is the leave form?", root="1700000000910")
+    thread = question["conversation"]["id"]
+    assert env.deliver(question) == 202
+    env.wait_for_texts(thread, ["You said: where is the leave form?"])
+    [answer] = bf.messages(thread)
+    _answer_recorded(sync_redis, CHANNEL, answer["id"])
+
+    conversation = {"conversationType": "channel", "id": thread}
+    invoke = bf.feedback_invoke(
+        answer["id"], "dislike", conversation=conversation, user="29:carol", aad_object_id="c"
+    )
+    status, body = env.service.post("/api/messages", json.dumps(invoke).encode(), bf.auth_header())
+    assert (status, json.loads(body)) == (200, {"status": 200})
+    like = bf.reaction(answer["id"], conversation=conversation, added=("like",))
+    assert env.deliver(like) == 200
+    usage = _usage(CHANNEL)
+    assert (usage.good, usage.bad, usage.answered) == (1, 1, 1)
+
+    status_text = _next_private(
+        env, ADMIN, bf.channel_message("config status", user=ADMIN, aad_object_id=ADMIN_AAD)
+    )
+    assert "1 answered" in status_text
+    assert "rated 👍 1 👎 1" in status_text
+
+
+def test_forget_me_in_teams_leaves_nothing_about_the_person(
+    env: Teams, sync_redis: redis.Redis
+) -> None:
+    bf = env.bf
+    chat = "a:1personal-forget"
+    question = bf.personal_message("who is my HR contact?", conversation_id=chat)
+    assert env.deliver(question) == 202
+    env.wait_for_texts(chat, ["You said: who is my HR contact?"])
+    [answer] = bf.messages(chat)
+    _answer_recorded(sync_redis, chat, answer["id"])
+    invoke = bf.feedback_invoke(answer["id"], "like", conversation={"id": chat})
+    assert env.deliver(invoke) == 200
+    assert _usage(chat).good == 1
+    assert "aad-alice" in redis_dump(sync_redis)
+
+    command = bf.personal_message("config forget me", conversation_id=chat)
+    assert env.deliver(command) == 202
+    wait_until(lambda: len(bf.texts(chat)) == 2, 10, "the answer to forget me", env.service.logs)
+    reply = bf.messages(chat)[-1]
+    assert reply["text"].startswith("🗑️ Done. I erased what I kept about you")
+    assert "1 thread(s)" in reply["text"]
+    assert "1 rating(s)" in reply["text"]
+    assert reply["reply_to_id"] == command["id"]
+    assert "aad-alice" not in redis_dump(sync_redis), "no key or value names her any more"

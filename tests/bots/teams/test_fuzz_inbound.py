@@ -1,6 +1,8 @@
 """Fuzz the Teams ingress: activities with generated, often malformed, fields POSTed with a
 valid Bot Framework token (its serviceurl claim matching the activity's serviceUrl, so the
-body is really parsed). Never a 5xx, no error logged, only valid sealed messages queued."""
+body is really parsed): messages (questions and `config` commands), feedback invokes and
+reactions. Never a 5xx, no error logged (the commands' answers included), only valid
+sealed messages queued."""
 
 from __future__ import annotations
 
@@ -10,16 +12,19 @@ from typing import Any
 
 import pytest
 import redis
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from bots.teams.inbound import ROUTE, teams_routes
+from admin.setup import create_admin
+from bots.teams.inbound import ROUTE, TeamsIngress
 from parley.server import create_web_app
 from tests.fakes.bot_framework import APP_ID, APP_PASSWORD, TENANT_ID, FakeBotFramework
 from tests.support.config import make_sealer, make_settings
 from tests.support.queue import assert_no_errors, queued_messages
+from workers import keys
 from workers.celery_app import create_celery, publisher
 from workers.intake import QueueIntake
 
@@ -85,12 +90,53 @@ mentions = st.fixed_dictionaries(
         "mentioned": field(accounts),
     },
 )
-texts = st.sampled_from(["<at>Parley</at> hi", "hello", "", "<at>Parley</at>"]) | st.text()
+texts = (
+    st.sampled_from(
+        [
+            "<at>Parley</at> hi",
+            "hello",
+            "",
+            "<at>Parley</at>",
+            "<at>Parley</at> config status",
+            "config",
+            "config mode all",
+            "config persona set <b>be</b> &amp; brief",
+            "config admins add <at>Dana</at> <at>Smith</at>",
+            "config forget thread https://teams.microsoft.com/l/message/19%3Ac/1?parentMessageId=x",
+            "config set temperature 9",
+        ]
+    )
+    | st.text()
+)
+feedback_values = st.fixed_dictionaries(
+    {
+        "actionName": field(st.sampled_from(["feedback", "other"])),
+        "actionValue": field(
+            st.fixed_dictionaries(
+                {"reaction": field(st.sampled_from(["like", "dislike", "meh"]))},
+                optional={"feedback": field(st.just('{"feedbackText": "nice"}'))},
+            )
+            | st.sampled_from(['{"reaction": "like"}', "{not json"])
+        ),
+    },
+)
+reactions = st.lists(
+    field(st.fixed_dictionaries({"type": field(st.sampled_from(["like", "heart"]))})),
+    max_size=3,
+)
+senders = st.fixed_dictionaries(
+    {"id": field(ids)}, optional={"aadObjectId": field(ids), "name": field(st.text(max_size=9))}
+)
 
 
 def activities(service_url: str) -> st.SearchStrategy[dict[str, Any]]:
     fields: dict[str, st.SearchStrategy[Any]] = {
-        "type": field(st.sampled_from(["message", "conversationUpdate", "typing", "invoke"])),
+        "type": field(
+            st.sampled_from(
+                ["message", "conversationUpdate", "typing", "invoke", "messageReaction"]
+            )
+        ),
+        "name": field(st.sampled_from(["message/submitAction", "adaptiveCard/action"])),
         "id": field(ids),
         "conversation": field(conversations),
         "from": field(accounts),
@@ -105,7 +151,9 @@ def activities(service_url: str) -> st.SearchStrategy[dict[str, Any]]:
         "textFormat": field(st.sampled_from(["plain", "markdown"])),
         "attachments": json_values,
         "locale": json_values,
-        "value": json_values,
+        "value": field(feedback_values),
+        "reactionsAdded": field(reactions),
+        "reactionsRemoved": field(reactions),
     }
     required = ("type", "id", "conversation", "from", "recipient", "serviceUrl", "channelId")
     plausible = st.fixed_dictionaries(
@@ -117,12 +165,18 @@ def activities(service_url: str) -> st.SearchStrategy[dict[str, Any]]:
 
 
 def mutated(bf: FakeBotFramework) -> st.SearchStrategy[dict[str, Any]]:
-    """A real personal, channel or group message with one to three fields (top-level or
-    inside conversation / from / recipient) replaced or removed."""
+    """A real personal, channel or group message (a question or a command), feedback invoke
+    or reaction with one to three fields (top-level or inside conversation / from /
+    recipient / value) replaced or removed."""
+    thread = {"conversationType": "channel", "id": "19:c@thread.tacv2;messageid=17000"}
     bases = [
         bf.personal_message("hello there"),
         bf.channel_message("what is the VPN?"),
         bf.group_message("lunch menu?"),
+        bf.personal_message("config status"),
+        bf.channel_message("config admins add <at>Dana</at>"),
+        bf.feedback_invoke("1700000000001", "dislike", conversation=thread),
+        bf.reaction("1700000000001", conversation=thread, added=("like",), removed=("like",)),
     ]
     every = activities(bf.service_url)
     paths = st.sampled_from(
@@ -142,6 +196,13 @@ def mutated(bf: FakeBotFramework) -> st.SearchStrategy[dict[str, Any]]:
             ("from", "id"),
             ("from", "aadObjectId"),
             ("recipient", "id"),
+            ("name",),
+            ("value",),
+            ("value", "actionName"),
+            ("value", "actionValue"),
+            ("replyToId",),
+            ("reactionsAdded",),
+            ("reactionsRemoved",),
         ]
     )
     edits = st.lists(st.tuples(paths, st.one_of(st.none(), json_values, texts)), max_size=3)
@@ -174,26 +235,50 @@ def fake_bf() -> Iterator[FakeBotFramework]:
         yield bf
 
 
+async def _model_info() -> dict[str, Any]:
+    return {"model_id": "fuzz-model"}
+
+
 @pytest.fixture
-async def client(redis_url: str, aredis: Redis, fake_bf: FakeBotFramework) -> AsyncIterator[Client]:
+async def ingress(
+    redis_url: str, aredis: Redis, fake_bf: FakeBotFramework
+) -> AsyncIterator[TeamsIngress]:
     config = make_settings(
         microsoft_app_id=APP_ID,
         microsoft_app_password=APP_PASSWORD,
         microsoft_app_tenant_id=TENANT_ID,
         teams_openid_metadata_url=fake_bf.openid_url,
+        teams_login_url=fake_bf.login_url,
         redis_url=redis_url,
         queue_name=QUEUE,
+        admins=f"teams:aad-alice,teams:{APP_ID}",
     )
+    admin = create_admin(config, aredis, _model_info)
     intake = QueueIntake(
         aredis,
         publisher(create_celery(config), config),
         make_sealer(),
         dedupe_ttl=600,
         thread_ttl=600,
+        channels=admin.channels,
     )
+    teams = TeamsIngress(config, intake, commands=admin.commands, feedback=admin.feedback)
+    yield teams
+    await _settled(teams)
+
+
+async def _settled(ingress: TeamsIngress) -> None:
+    """Wait for the commands the last request started: their answers may log too."""
+    if ingress.commands is not None:
+        await ingress.commands.join()
+
+
+@pytest.fixture
+async def client(aredis: Redis, ingress: TeamsIngress) -> AsyncIterator[Client]:
     c: Client = TestClient(
         TestServer(
-            create_web_app(routes=teams_routes(config, intake), redis=aredis), host="127.0.0.1"
+            create_web_app(routes=[web.post(ROUTE, ingress.handle)], redis=aredis),
+            host="127.0.0.1",
         )
     )
     await c.start_server()
@@ -234,6 +319,7 @@ FUZZ = settings(
 @given(data=st.data())
 async def test_tokened_activities_never_get_a_5xx(
     client: Client,
+    ingress: TeamsIngress,
     fake_bf: FakeBotFramework,
     sync_redis: redis.Redis,
     caplog: pytest.LogCaptureFixture,
@@ -244,8 +330,74 @@ async def test_tokened_activities_never_get_a_5xx(
     resp = await client.post(ROUTE, data=body, headers=token_for(fake_bf, activity))
     text = await resp.text()
     assert resp.status in ALLOWED, (resp.status, text, body[:2000])
+    await _settled(ingress)
     assert_no_errors(caplog)
+    kind = activity.get("type") if isinstance(activity, dict) else None
+    known = ("message", "invoke", "messageReaction", "typing", "conversationUpdate")
+    event(f"{kind if kind in known else 'other type'}: HTTP {resp.status}")
     event(f"HTTP {resp.status}, {drain_queue(sync_redis)} queued")
+
+
+RATED = "1700000000001"  # an answer of Parley's in the fuzzed channel thread
+
+
+def ratings(bf: FakeBotFramework) -> st.SearchStrategy[dict[str, Any]]:
+    """Well-formed feedback invokes and reactions around one known answer, with generated
+    values, reactions, reply ids and senders."""
+    thread = {"conversationType": "channel", "id": "19:c@thread.tacv2;messageid=17000"}
+
+    def build(
+        invoke: bool, value: Any, added: Any, removed: Any, reply_to: Any, sender: Any
+    ) -> dict[str, Any]:
+        activity = (
+            bf.feedback_invoke(RATED, conversation=thread)
+            if invoke
+            else bf.reaction(RATED, conversation=thread)
+        )
+        if invoke:
+            activity["value"] = value
+        else:
+            activity["reactionsAdded"], activity["reactionsRemoved"] = added, removed
+        activity["replyToId"] = reply_to
+        activity["from"] = sender
+        return activity
+
+    return st.builds(
+        build,
+        st.booleans(),
+        field(feedback_values),
+        field(reactions),
+        field(reactions),
+        field(st.sampled_from([RATED, "1700000000002", ""])),
+        field(senders),
+    )
+
+
+@FUZZ
+@given(data=st.data())
+async def test_ratings_never_get_a_5xx(
+    client: Client,
+    fake_bf: FakeBotFramework,
+    aredis: Redis,
+    sync_redis: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    data: st.DataObject,
+) -> None:
+    async with aredis.pipeline(transaction=True) as pipe:
+        pipe.hset(
+            keys.answer("teams", TENANT_ID, f"19:c@thread.tacv2:{RATED}"),
+            mapping={"message_key": "teams:t:19:c@thread.tacv2:1", "channel": "19:c"},
+        )
+        await pipe.execute()
+    activity = data.draw(ratings(fake_bf))
+    resp = await client.post(
+        ROUTE, data=json.dumps(activity).encode(), headers=token_for(fake_bf, activity)
+    )
+    assert resp.status in {200, 400, 413}, (resp.status, await resp.text(), activity)
+    assert_no_errors(caplog)
+    rated = sum(int(v) for v in sync_redis.hvals(keys.usage("teams", TENANT_ID, "19:c")))
+    event(f"{activity['type']}: HTTP {resp.status}, {'some' if rated else 'no'} rating")
+    assert drain_queue(sync_redis) == 0
 
 
 @FUZZ
@@ -273,3 +425,22 @@ async def test_a_plausible_activity_is_still_queued(
     )
     assert resp.status == 202
     assert drain_queue(sync_redis) == 1
+
+
+async def test_a_plausible_command_and_rating_are_still_handled(
+    client: Client, ingress: TeamsIngress, fake_bf: FakeBotFramework
+) -> None:
+    """The harness reaches the commands and the ratings too."""
+    command = fake_bf.personal_message("config status", conversation_id="a:1fuzz-plausible")
+    resp = await client.post(
+        ROUTE, data=json.dumps(command).encode(), headers=token_for(fake_bf, command)
+    )
+    assert resp.status == 202
+    await _settled(ingress)
+    assert fake_bf.texts("a:1fuzz-plausible")[-1].startswith("**Parley in this channel**")
+    thread = {"conversationType": "channel", "id": "19:c@thread.tacv2;messageid=17000"}
+    invoke = fake_bf.feedback_invoke("1700000000001", "like", conversation=thread)
+    resp = await client.post(
+        ROUTE, data=json.dumps(invoke).encode(), headers=token_for(fake_bf, invoke)
+    )
+    assert (resp.status, await resp.json()) == (200, {"status": 200})

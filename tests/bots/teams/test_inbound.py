@@ -364,7 +364,8 @@ async def test_other_activities_are_acknowledged_and_ignored(
     typing = fake_bf.activity("typing", conversation=conversation)
     mine = fake_bf.personal_message("echo of myself", user=fake_bf.bot_id, aad_object_id=None)
     empty = fake_bf.channel_message("")
-    for activity in (update, reaction, typing, mine, empty):
+    nameless = fake_bf.personal_message("no conversation", conversation_id=";messageid=1")
+    for activity in (update, reaction, typing, mine, empty, nameless):
         assert await _deliver(client, fake_bf, activity) == 200
     assert _queued(sync_redis) == []
 
