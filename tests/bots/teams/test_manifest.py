@@ -56,11 +56,28 @@ def test_the_command_lists_hold_the_admin_commands(manifest: dict[str, Any]) -> 
         for command in commands:
             assert 0 < len(command["title"]) <= 32
             assert 0 < len(command["description"]) <= 128
+            # Teams puts the title in the compose box; the bot reads `config …`.
+            assert command["title"].startswith("config "), command["title"]
         for scope in command_list["scopes"]:
             covered.add(scope)
-            assert {"help", "status", "forget me"} <= set(titles), scope
-            assert any(t.startswith("config") for t in titles), scope
+            assert {"config help", "config status", "config forget me"} <= set(titles), scope
     assert covered == {"personal", "team", "groupChat"}
+    [channels] = [c for c in lists if "team" in c["scopes"]]
+    subcommands = {c["title"].split()[1] for c in channels["commands"]}
+    assert subcommands >= {"enable", "disable", "mode", "persona", "set", "forget", "admins"}
+
+
+def test_the_manifest_asks_to_read_channel_messages_for_mode_all(
+    manifest: dict[str, Any],
+) -> None:
+    """Without this resource-specific consent Teams only delivers channel posts that
+    mention the bot, and `config mode all` could not work."""
+    permissions = manifest["authorization"]["permissions"]["resourceSpecific"]
+    assert {"name": "ChannelMessage.Read.Group", "type": "Application"} in permissions
+    # RSC needs webApplicationInfo naming the app (the same placeholder id as the bot).
+    info = manifest["webApplicationInfo"]
+    assert info["id"] == PLACEHOLDER
+    assert info["resource"]
 
 
 def _read_png(path: Path) -> tuple[int, int, int, list[bytes]]:
