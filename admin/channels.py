@@ -7,6 +7,7 @@ at once never undo each other, and an unset field falls back to the deployment's
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal, cast, get_args
 
@@ -43,6 +44,7 @@ class ChannelConfig:
     persona: str | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    knowledge_bases: tuple[str, ...] = ()  # answers come from these documents
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,7 @@ class ChannelPolicy:
     system_prompt: str
     params: GenerationParams
     customized_persona: bool
+    knowledge_bases: tuple[str, ...] = ()
 
 
 class Field:
@@ -64,6 +67,7 @@ class Field:
     PERSONA = "persona"
     TEMPERATURE = "temperature"
     MAX_TOKENS = "max_tokens"
+    KNOWLEDGE_BASES = "knowledge_bases"  # comma-separated names
 
 
 def parse_temperature(text: str) -> float:
@@ -89,6 +93,23 @@ def parse_mode(text: str) -> Mode:
     if text not in MODES:
         raise InvalidSetting(f"mode must be one of: {', '.join(MODES)}")
     return cast(Mode, text)
+
+
+_KB_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def parse_kb_name(text: str) -> str:
+    name = text.strip().lower()
+    if not _KB_NAME.fullmatch(name):
+        raise InvalidSetting(
+            f"`{text}` is not a knowledge base name: lower-case letters, digits, - and _, "
+            "like it-runbooks"
+        )
+    return name
+
+
+def join_kbs(names: tuple[str, ...]) -> str | None:
+    return ",".join(names) or None
 
 
 def parse_persona(text: str) -> str:
@@ -151,6 +172,7 @@ class ChannelStore:
                 repetition_penalty=s.repetition_penalty,
             ),
             customized_persona=config.persona is not None,
+            knowledge_bases=config.knowledge_bases,
         )
 
     async def resolve(
@@ -179,7 +201,13 @@ def _decode(raw: dict[str | bytes, str | bytes]) -> ChannelConfig:
     raw_tokens = fields.get(Field.MAX_TOKENS, "")
     if raw_tokens.isdigit() and int(raw_tokens) > 0:
         max_tokens = int(raw_tokens)
+    kbs = tuple(
+        name
+        for name in fields.get(Field.KNOWLEDGE_BASES, "").split(",")
+        if _KB_NAME.fullmatch(name)
+    )
     return ChannelConfig(
+        knowledge_bases=kbs,
         enabled=enabled,
         mode=cast(Mode, mode) if mode in MODES else "mentions",
         persona=fields.get(Field.PERSONA) or None,

@@ -21,6 +21,8 @@ from admin.channels import (
     ChannelStore,
     Field,
     InvalidSetting,
+    join_kbs,
+    parse_kb_name,
     parse_max_tokens,
     parse_mode,
     parse_persona,
@@ -37,6 +39,7 @@ from workers.erasure import Erasure
 log = logging.getLogger(__name__)
 
 ModelInfo = Callable[[], Awaitable[dict[str, Any]]]
+KnowledgeBases = Callable[[], Awaitable[list[str]]]
 Health = Callable[[], Awaitable[ServiceHealth]]
 
 MODEL_PROBE_SECONDS = 1.5
@@ -62,6 +65,7 @@ HELP_LINES = (
     ("forget thread <message link>", "erase what Parley keeps of one thread"),
     ("forget me", "erase everything Parley keeps about you, in every channel"),
     ("admins list | add @user | remove @user", "this channel's admins"),
+    ("kb list | use <name> | off [<name>]", "which document collections answers come from"),
 )
 
 
@@ -94,6 +98,7 @@ class AdminCommands:
         erasure: Erasure,
         model_info: ModelInfo,
         health: Health,
+        knowledge_bases: KnowledgeBases | None = None,
     ) -> None:
         self._settings = settings
         self._channels = channels
@@ -103,6 +108,7 @@ class AdminCommands:
         self._erasure = erasure
         self._model_info = model_info
         self._health = health
+        self._knowledge_bases = knowledge_bases
 
     async def run(self, call: CommandCall, platform: CommandPlatform) -> str:
         words = call.text.split()
@@ -139,6 +145,7 @@ class AdminCommands:
             "set": self._set,
             "forget": self._forget_thread,
             "admins": self._admins,
+            "kb": self._kb,
         }
         handler = handlers.get(name)
         if handler is None:
@@ -352,6 +359,71 @@ class AdminCommands:
             lines.append("- Workspace admins and owners")
         return "\n".join(lines)
 
+    # -- knowledge bases -----------------------------------------------------------------
+
+    async def _kb(
+        self, name: str, args: list[str], call: CommandCall, platform: CommandPlatform
+    ) -> str:
+        await self._require_admin(call, platform, "kb")
+        sub = args[0].lower() if args else "list"
+        if sub not in ("list", "use", "off"):
+            raise Invalid(
+                f"Write `{call.prefix} kb list`, `{call.prefix} kb use <name>` or "
+                f"`{call.prefix} kb off [<name>]`."
+            )
+        used = (await self._load(call)).knowledge_bases
+        if sub == "list":
+            _no_more(args[1:], f"{call.prefix} kb list")
+            await self._record(call, "kb list", "done")
+            return self._kb_listing(used, await self._available_kbs())
+        try:
+            names = tuple(
+                dict.fromkeys(
+                    parse_kb_name(n) for arg in args[1:] for n in arg.split(",") if n.strip()
+                )
+            )
+        except InvalidSetting as exc:
+            raise Invalid(str(exc)) from None
+        if sub == "use":
+            if not names:
+                raise Invalid(f"Write `{call.prefix} kb use <name>`; `kb list` shows the names.")
+            available = await self._available_kbs()
+            unknown = [n for n in names if n not in available]
+            if unknown:
+                have = ", ".join(f"`{n}`" for n in available) or "none yet"
+                raise Invalid(
+                    f"There is no knowledge base {', '.join(f'`{n}`' for n in unknown)} "
+                    f"(available: {have}). An operator loads one with "
+                    "`parley ingest <folder> --kb <name>`."
+                )
+            new = tuple(dict.fromkeys(used + names))
+        else:
+            new = tuple(n for n in used if n not in names) if names else ()
+        await self._change(call, f"kb {sub}", Field.KNOWLEDGE_BASES, join_kbs(new))
+        if not new:
+            return ":books: This channel uses no knowledge base: answers come from the model alone."
+        listed = ", ".join(f"`{n}`" for n in new)
+        return (
+            f":books: Answers in this channel now come from {listed}, with their sources; "
+            'a question they do not cover gets an honest "not covered".'
+        )
+
+    async def _available_kbs(self) -> list[str]:
+        if self._knowledge_bases is None:
+            return []
+        return sorted(await self._knowledge_bases())
+
+    @staticmethod
+    def _kb_listing(used: tuple[str, ...], available: list[str]) -> str:
+        here = ", ".join(f"`{n}`" for n in used) or "none: answers come from the model alone"
+        have = (
+            ", ".join(f"`{n}`" for n in available)
+            or "none yet: an operator loads documents with `parley ingest <folder> --kb <name>`"
+        )
+        return "\n".join(
+            ["**Knowledge bases**", f"- Used in this channel: {here}", f"- Available: {have}"]
+        )
+
     # -- status --------------------------------------------------------------------------
 
     async def _status(self, call: CommandCall, platform: CommandPlatform) -> str:
@@ -380,6 +452,8 @@ class AdminCommands:
                 f"- Answers: {answers}",
                 f"- Mode: {policy.mode}, {mode}",
                 f"- Persona: {persona}",
+                "- Knowledge bases: "
+                + (", ".join(f"`{n}`" for n in policy.knowledge_bases) or "none"),
                 f"- Temperature: {policy.params.temperature:g}"
                 + ("" if config.temperature is not None else " (default)")
                 + f"; max tokens: {policy.params.max_new_tokens}"
@@ -472,7 +546,7 @@ class AdminCommands:
 def _action(name: str, words: list[str]) -> str:
     """The command as audited: its name and subcommand, never free text (a persona)."""
     sub = words[1].lower() if len(words) > 1 else ""
-    if name in ("mode", "persona", "set", "forget", "admins") and _WORD.fullmatch(sub):
+    if name in ("mode", "persona", "set", "forget", "admins", "kb") and _WORD.fullmatch(sub):
         return f"{name} {sub}"
     return name[:40]
 

@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 
 from admin.audit import AuditLog
 from admin.channels import ChannelStore
-from admin.commands import AdminCommands, ModelInfo
+from admin.commands import AdminCommands, KnowledgeBases, ModelInfo
 from admin.feedback import FeedbackStore
 from admin.health import ServiceHealth, service_health
 from admin.roles import Roles
@@ -23,7 +23,12 @@ class Admin:
     feedback: FeedbackStore
 
 
-def create_admin(settings: Settings, redis: Redis, model_info: ModelInfo) -> Admin:
+def create_admin(
+    settings: Settings,
+    redis: Redis,
+    model_info: ModelInfo,
+    knowledge_bases: KnowledgeBases | None = None,
+) -> Admin:
     channels = ChannelStore(redis, settings)
     feedback = FeedbackStore(redis, ttl=settings.memory_ttl_seconds)
 
@@ -39,5 +44,6 @@ def create_admin(settings: Settings, redis: Redis, model_info: ModelInfo) -> Adm
         erasure=create_erasure(settings, redis),
         model_info=model_info,
         health=health,
+        knowledge_bases=knowledge_bases,
     )
     return Admin(channels=channels, commands=commands, feedback=feedback)

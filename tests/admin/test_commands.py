@@ -27,6 +27,10 @@ async def _model_down() -> dict[str, Any]:
     raise ConnectionError("refused")
 
 
+async def _knowledge_bases() -> list[str]:
+    return ["it-runbooks", "hr-policies"]
+
+
 def _settings(**values: Any) -> Settings:
     return make_settings(
         admins=f"slack:{ADMIN}, teams:00000000-0000-0000-0000-00000000000a", **values
@@ -37,7 +41,7 @@ class Console:
     """Types commands as one person in one channel."""
 
     def __init__(self, aredis: Redis, settings: Settings, model: Any = _model_info) -> None:
-        self.admin = create_admin(settings, aredis, model)
+        self.admin = create_admin(settings, aredis, model, _knowledge_bases)
         self.platform = FakeCommandPlatform()
         self.aredis = aredis
 
@@ -256,3 +260,34 @@ def test_bootstrap_admins_are_parsed_and_checked() -> None:
     }
     with pytest.raises(ValueError, match="platform-qualified"):
         make_settings(admins="UADMIN")
+
+
+async def test_admins_choose_the_channels_knowledge_bases(console: Console) -> None:
+    listing = await console.run("kb list")
+    assert "Used in this channel: none" in listing
+    assert "`hr-policies`, `it-runbooks`" in listing
+    assert "now come from `hr-policies`" in await console.run("kb use hr-policies")
+    assert "`hr-policies`, `it-runbooks`" in await console.run("kb use it-runbooks,hr-policies")
+    assert (await console.config()).knowledge_bases == ("hr-policies", "it-runbooks")
+    assert "`it-runbooks`" in await console.run("kb off hr-policies")
+    assert "Knowledge bases: `it-runbooks`" in await console.run("status")
+    assert "no knowledge base" in await console.run("kb off")
+    assert (await console.config()).knowledge_bases == ()
+    # Another channel is not affected, and members cannot change it.
+    assert "Only admins" in await console.run("kb use hr-policies", user=ANN, channel="C2")
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("kb use payroll", "There is no knowledge base `payroll`"),
+        ("kb use", "kb list` shows the names"),
+        ("kb use ../etc", "is not a knowledge base name"),
+        ("kb drop", "kb list"),
+    ],
+)
+async def test_unknown_knowledge_bases_are_refused(console: Console, text: str, says: str) -> None:
+    reply = await console.run(text)
+    assert says in reply
+    assert "Nothing was changed" in reply
+    assert (await console.config()).knowledge_bases == ()
