@@ -89,6 +89,7 @@ SHORTCODES = {
     ":zzz:": "💤",
     ":speech_balloon:": "💬",
     ":memo:": "📝",
+    ":books:": "📚",
     ":leftwards_arrow_with_hook:": "↩️",
     ":gear:": "⚙️",
     ":wastebasket:": "🗑️",

@@ -64,7 +64,7 @@ def test_the_command_lists_hold_the_admin_commands(manifest: dict[str, Any]) -> 
     assert covered == {"personal", "team", "groupChat"}
     [channels] = [c for c in lists if "team" in c["scopes"]]
     subcommands = {c["title"].split()[1] for c in channels["commands"]}
-    assert subcommands >= {"enable", "disable", "mode", "persona", "set", "forget", "admins"}
+    assert subcommands >= {"enable", "mode", "persona", "set", "forget", "admins", "kb"}
 
 
 def test_the_manifest_asks_to_read_channel_messages_for_mode_all(
