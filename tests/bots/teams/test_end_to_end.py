@@ -122,11 +122,8 @@ def test_a_forged_token_is_refused_and_nothing_is_enqueued(
 ) -> None:
     def state() -> set[str]:
         # A worker starting up meanwhile binds its queue and announces itself: not ours.
-        return {
-            k
-            for k in sync_redis.keys("*")
-            if not k.startswith(("_kombu", keys.worker_heartbeat("")))
-        }
+        names = {k if isinstance(k, str) else k.decode() for k in sync_redis.keys("*")}
+        return {k for k in names if not k.startswith(("_kombu", keys.worker_heartbeat("")))}
 
     before = state()
     generations = len(env.tgi.generations)
