@@ -17,6 +17,7 @@ from typing import TextIO
 
 from bots.base import CommandCall, Commands, Intake
 from bots.console.transport import CHANNEL, PLATFORM, TENANT, Event, Transport
+from bots.shortcodes import render_shortcodes
 from parley.message import InboundMessage
 
 PROMPT = "you> "
@@ -108,7 +109,7 @@ class ConsoleChat:
             direct=True,
             thread=self.thread,
         )
-        self._say(await self._commands.run(call, ConsolePlatform()))
+        self._say(render_shortcodes(await self._commands.run(call, ConsolePlatform())))
 
     async def ask(self, text: str) -> str:
         """Queue one question and print its answer as it streams; returns the answer."""
@@ -164,7 +165,7 @@ class ConsoleChat:
         elif event.op == "fail":
             if shown:
                 self._out.write(f"\n{ANSWER}")
-            self._out.write(event.text + "\n")
+            self._out.write(render_shortcodes(event.text) + "\n")
             self._out.flush()
             return event.text, True
         else:  # final

@@ -24,8 +24,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from bots.base import CommandCall, Commands
+from bots.shortcodes import render_shortcodes
 from bots.teams.connector import Connector, TeamsDeliveryError, Tokens
-from bots.teams.outbound import render_shortcodes
 
 log = logging.getLogger(__name__)
 

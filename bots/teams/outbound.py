@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -44,6 +43,7 @@ from botbuilder.schema import (
 
 from bots.base import ReplyState, SaveReplyState
 from bots.pacing import Pacer
+from bots.shortcodes import render_shortcodes
 from bots.split import split_message
 from bots.teams.connector import (
     MAX_RETRIES,
@@ -73,32 +73,6 @@ TYPING_REFRESH = 3.0  # Teams hides a typing indicator after a few seconds
 # Teams ends a stream that is still open after two minutes ("Content stream finished due to
 # exceeded streaming time"); before that, the answer is finalized and edited from then on.
 STREAM_TIME_LIMIT = 100.0
-
-
-# Slack-style :shortcodes: that the pipeline and the admin commands write; Teams shows
-# them literally, so they become emoji. Unknown ones are left as they are.
-SHORTCODES = {
-    ":warning:": "⚠️",
-    ":hourglass:": "⌛",
-    ":hourglass_flowing_sand:": "⏳",
-    ":scissors:": "✂️",
-    ":no_entry:": "⛔",
-    ":lock:": "🔒",
-    ":key:": "🔑",
-    ":white_check_mark:": "✅",
-    ":zzz:": "💤",
-    ":speech_balloon:": "💬",
-    ":memo:": "📝",
-    ":books:": "📚",
-    ":leftwards_arrow_with_hook:": "↩️",
-    ":gear:": "⚙️",
-    ":wastebasket:": "🗑️",
-    ":large_green_circle:": "🟢",
-    ":red_circle:": "🔴",
-    ":+1:": "👍",
-    ":-1:": "👎",
-}
-_SHORTCODE = re.compile(r":[a-z0-9_+-]+:")
 
 
 class _Cancelled(Exception):
@@ -195,11 +169,6 @@ def _clean(text: str) -> str:
 def _split(text: str) -> list[str]:
     """The messages of an answer. Trailing blanks go: stripping keeps "extends" intact."""
     return [part for part in (p.rstrip() for p in split_message(text, MESSAGE_LIMIT)) if part]
-
-
-def render_shortcodes(text: str) -> str:
-    """Slack-style :shortcodes: as the emoji Teams shows."""
-    return _SHORTCODE.sub(lambda m: SHORTCODES.get(m.group(), m.group()), text)
 
 
 def _render_notice(text: str) -> str:

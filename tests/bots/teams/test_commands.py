@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 
 from admin.audit import AuditEntry, AuditLog
 from admin.setup import Admin, create_admin
+from bots.shortcodes import SHORTCODES, render_shortcodes
 from bots.teams.commands import (
     NOT_PRIVATE,
     TeamsCommandRunner,
@@ -28,7 +29,6 @@ from bots.teams.commands import (
     parse_thread_link,
 )
 from bots.teams.inbound import ROUTE, TeamsIngress, strip_mentions
-from bots.teams.outbound import SHORTCODES, render_shortcodes
 from parley.message import thread_key
 from parley.server import create_web_app
 from parley.settings import Settings
