@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -20,6 +21,9 @@ log = logging.getLogger("parley")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["bench"]:
+        return _bench(args_list[1:])
     parser = argparse.ArgumentParser(prog="parley", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
@@ -35,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--concurrency", type=int, default=None, help="generations in flight per process"
     )
     commands.add_parser("keygen", help="print a new PARLEY_ENCRYPTION_KEY")
+    commands.add_parser(
+        "bench", help="run the load benchmark (from a source checkout; parley bench --help)"
+    )
     commands.add_parser(
         "chat", help="talk to Parley from this terminal (needs Redis and a running worker)"
     )
@@ -77,6 +84,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
     except KeyboardInterrupt:
         return 0
+
+
+def _bench(argv: list[str]) -> int:
+    """`parley bench ...` is bench.load's command line; bench/ and its fakes in tests/ are
+    not installed, so it runs from a source checkout."""
+    root = Path(__file__).resolve().parent.parent
+    if (root / "bench" / "load.py").is_file() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        from bench.load import main as bench_main
+    except ImportError as exc:
+        print(f"parley: bench needs a source checkout of Parley ({exc})", file=sys.stderr)
+        return 2
+    return bench_main(argv)
 
 
 class ServiceUnreachable(Exception):
