@@ -58,7 +58,7 @@ PLACEHOLDER_NOTE = (
 Display = Callable[[str, bool], str]  # (model text, still streaming) -> what people see
 # Seconds between two renderings of a growing answer for display (sanitized, values put
 # back); until the answer shows something, every token is rendered.
-RENDER_INTERVAL = 0.1
+RENDER_INTERVAL = 0.25
 
 
 class Outcome(Enum):

@@ -243,10 +243,11 @@ class SlackReply:
             log.info("no recipient in reply_to for channel %s: using chat.update", self._to.channel)
             self._mode = "update"
         if self._mode == "stream":
+            # An empty stream shows no text: the first text goes out as soon as it exists.
             await self._start_stream("")
         else:
             await self._post_text(THINKING)
-        self._pacer.wrote()
+            self._pacer.wrote()
 
     async def _take_over(self, parts: list[_Part]) -> None:
         """Reuse the messages of a crashed attempt: end their streams, show a placeholder."""

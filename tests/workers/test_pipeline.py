@@ -12,11 +12,12 @@ from redis import Redis
 
 from parley.message import InboundMessage
 from parley.settings import Settings
+from privacy.recognizers import redact_secrets
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.tgi import FakeTGI
 from tests.support import slack_events as ev
 from tests.support.config import make_settings
-from workers import keys
+from workers import keys, pipeline
 from workers.pipeline import MSG_MODEL_DOWN, MSG_REJECTED, Outcome, TryLater
 from workers.runtime import WorkerRuntime
 
@@ -250,3 +251,29 @@ def test_answers_never_ping_a_whole_channel_or_show_secrets(
     [text] = _texts(fake_slack, thread)
     assert "<!channel>" not in text
     assert "xoxb-" not in text
+
+
+def test_a_long_answer_is_rendered_for_display_a_few_times_not_per_token(
+    runtime: WorkerRuntime,
+    fake_slack: FakeSlack,
+    fake_tgi: FakeTGI,
+    sync_redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    answer = " ".join(f"word{i}" for i in range(300))  # one Slack message
+    fake_tgi.responder = lambda _: answer
+    fake_tgi.token_interval = 0.002
+    rendered: list[int] = []  # the length of each text the display rendered
+
+    def counting(text: str) -> str:
+        rendered.append(len(text))
+        return redact_secrets(text)
+
+    monkeypatch.setattr(pipeline, "redact_secrets", counting)
+    thread = ev.next_ts()
+    assert runtime.answer(_message("explain it all", thread, sync_redis)) is Outcome.ANSWERED
+    assert _texts(fake_slack, thread) == [answer]
+    # About one rendering per RENDER_INTERVAL of streaming, and the final one; rendering
+    # each of the 300 tokens would redo the whole growing text 300 times.
+    assert 2 <= len(rendered) < 50
+    assert rendered[-1] == len(answer)

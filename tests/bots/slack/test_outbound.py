@@ -458,3 +458,29 @@ async def test_a_bad_address_is_a_delivery_error(make_outbound: MakeOutbound) ->
 def test_is_the_registered_slack_outbound() -> None:
     factory: OutboundFactory = create_outbound  # mypy checks the Outbound protocol here
     assert outbound_factory("slack") is factory
+
+
+async def test_the_first_streamed_text_goes_out_without_waiting_an_interval(
+    fake_slack: FakeSlack, make_outbound: MakeOutbound, thread: dict[str, str]
+) -> None:
+    # The empty stream that opened the reply shows no text: pacing starts with the text.
+    reply = await make_outbound("stream", interval=5.0).open_reply(thread, None, States(fake_slack))
+    await reply.update("Hello there ")
+    await asyncio.sleep(0.5)  # well under the 5 s interval
+    assert len(fake_slack.calls_to("chat.appendStream")) == 1
+    await reply.update("Hello there, friend ")  # the next write waits the interval
+    await asyncio.sleep(0.3)
+    assert len(fake_slack.calls_to("chat.appendStream")) == 1
+    await reply.finish("Hello there, friend")
+    assert _replies(fake_slack, thread)[0]["text"] == "Hello there, friend"
+
+
+async def test_update_mode_paces_the_first_text_after_its_placeholder(
+    fake_slack: FakeSlack, make_outbound: MakeOutbound, thread: dict[str, str]
+) -> None:
+    reply = await make_outbound("update", interval=5.0).open_reply(thread, None, States(fake_slack))
+    await reply.update("Hello there ")
+    await asyncio.sleep(0.3)
+    assert fake_slack.calls_to("chat.update") == []  # "Thinking…" shows meanwhile
+    await reply.finish("Hello there")
+    assert _replies(fake_slack, thread)[0]["text"] == "Hello there"
