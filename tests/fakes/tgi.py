@@ -2,15 +2,22 @@
 
 It speaks TGI's wire format over real HTTP on loopback, in its own thread (BackgroundServer):
 POST /generate, /generate_stream, / (compat: "stream" picks), /tokenize, /v1/chat/completions;
-GET /info, /health. Answers come from `responder(prompt)`; tokens are word-ish pieces of the
-answer that concatenate to it exactly, then a special <|eot_id|>.
+GET /info, /health, /v1/models. Answers come from `responder(prompt)`; tokens are word-ish
+pieces of the answer that concatenate to it exactly, then a special <|eot_id|>.
 
 As in TGI, errors of a streaming request (validation, overloaded) arrive as an SSE event
 `data:{"error":...,"error_type":...}` with HTTP 200; the non-streaming routes answer 422/429.
-`fail_next("429" | "500" | "422")` answers that HTTP status instead (as TGI's non-streaming
-routes or a proxy in front would), on any generation route.
+`fail_next("429" | "500" | "422" | "503")` answers that HTTP status instead (as TGI's
+non-streaming routes or a proxy in front would), on any generation route; "midstream" and
+"stall" break a stream after `tokens_before_failure` tokens, /v1/chat/completions included.
 
-Knobs (`ttft`, `token_interval`, `responder`, `max_batch`, `tokenize_enabled`) may be changed
+OpenAI-compatible clients: with `api_key` set, the /v1 routes answer 401 (OpenAI's error shape)
+unless `Authorization: Bearer <api_key>` is sent; `sse_variety` makes the chat stream use what
+other servers legitimately send: comment lines, an event's JSON over several `data:` lines
+and CRLF line ends.
+
+Knobs (`ttft`, `token_interval`, `responder`, `max_batch`, `tokenize_enabled`, `api_key`,
+`sse_variety`) may be changed
 from the test thread while it runs.
 """
 
@@ -25,7 +32,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
 from aiohttp import web
@@ -44,7 +51,7 @@ SPECIAL_IDS = {
 BOS_ID = SPECIAL_IDS["<|begin_of_text|>"]
 EOT_ID = SPECIAL_IDS[EOT]
 
-FailureKind = Literal["429", "500", "422", "midstream", "stall"]
+FailureKind = Literal["429", "500", "422", "503", "midstream", "stall"]
 GENERATION_PATHS = frozenset({"/", "/generate", "/generate_stream", "/v1/chat/completions"})
 
 _TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>|\w+|[^\w\s]")
@@ -62,6 +69,7 @@ class RecordedRequest:
     path: str
     body: Any  # the parsed JSON body; None for GET or a body that is not JSON
     received: float  # time.monotonic()
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -157,6 +165,8 @@ class FakeTGI:
         max_total_tokens: int = 8192,
         tokens_before_failure: int = 2,
         tokenize_enabled: bool = True,
+        api_key: str | None = None,
+        sse_variety: bool = False,
     ) -> None:
         self.responder: Callable[[str], str] = responder or default_responder
         self.ttft = ttft  # seconds from admission into the batch to the first token
@@ -166,6 +176,8 @@ class FakeTGI:
         self.max_total_tokens = max_total_tokens
         self.tokens_before_failure = tokens_before_failure  # for "midstream" and "stall"
         self.tokenize_enabled = tokenize_enabled  # False: /tokenize answers 404 like TGI
+        self.api_key = api_key  # required by the /v1 routes when set
+        self.sse_variety = sse_variety  # comments, multi-line data, CRLF in the chat stream
         self._max_batch = max_batch
 
         self.requests: list[RecordedRequest] = []
@@ -187,6 +199,7 @@ class FakeTGI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/info", self._info)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/v1/models", self._models)
         self._server = BackgroundServer(app)
 
     # -- control, from the test thread -------------------------------------------------
@@ -275,7 +288,12 @@ class FakeTGI:
                 body = None
         with self._lock:
             record = RecordedRequest(
-                len(self.requests), request.method, request.path, body, time.monotonic()
+                len(self.requests),
+                request.method,
+                request.path,
+                body,
+                time.monotonic(),
+                dict(request.headers),
             )
             self.requests.append(record)
         return record
@@ -424,7 +442,29 @@ class FakeTGI:
                 {"error": "Input validation error: injected", "error_type": "validation"},
                 status=422,
             )
+        if kind == "503":
+            return web.json_response(
+                {"error": "Service unavailable", "error_type": "unavailable"}, status=503
+            )
         return None
+
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        """OpenAI's 401 when `api_key` is set and the request does not carry it."""
+        if self.api_key is None or request.headers.get("Authorization") == (
+            f"Bearer {self.api_key}"
+        ):
+            return None
+        return web.json_response(
+            {
+                "error": {
+                    "message": "Incorrect API key provided.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            },
+            status=401,
+        )
 
     async def _compat(self, request: web.Request) -> web.StreamResponse:
         record = await self._record(request)
@@ -595,8 +635,32 @@ class FakeTGI:
     async def _health(self, request: web.Request) -> web.Response:
         return web.Response(status=200)
 
+    async def _models(self, request: web.Request) -> web.Response:
+        """TGI's /v1/models: the one model it serves, in OpenAI's list shape."""
+        await self._record(request)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": MODEL_ID}],
+            }
+        )
+
+    def _sse(self, data: str) -> bytes:
+        """One chat-stream event; with `sse_variety` framed as other servers may frame it."""
+        if not self.sse_variety:
+            return f"data: {data}\n\n".encode()
+        if data.startswith("{"):
+            # Indented JSON breaks lines only between tokens; SSE joins the lines with "\n".
+            data = json.dumps(json.loads(data), indent=1, ensure_ascii=False)
+        lines = "".join(f"data:{line}\r\n" for line in data.split("\n"))
+        return f": keep-alive\r\n{lines}\r\n".encode()
+
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         record = await self._record(request)
+        if (denied := self._unauthorized(request)) is not None:
+            return denied
         body = record.body
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return web.json_response(
@@ -667,7 +731,12 @@ class FakeTGI:
             async with self._batch_slot():
                 await asyncio.sleep(self.ttft)
                 tokens, _, finish_reason = self._tokens(gen)
+                cutoff = len(tokens)
+                if failure in ("midstream", "stall"):
+                    cutoff = min(self.tokens_before_failure, len(tokens) - 1)
                 for i, token in enumerate(tokens, start=1):
+                    if i > cutoff:
+                        break
                     if i > 1:
                         await asyncio.sleep(self.token_interval)
                     last = i == len(tokens)
@@ -686,12 +755,21 @@ class FakeTGI:
                             }
                         ],
                     }
-                    await sse.write(f"data: {_dumps(chunk)}\n\n".encode())
+                    await sse.write(self._sse(_dumps(chunk)))
                     if i == 1:
                         self._note_first_token(record.index)
-                await sse.write(b"data: [DONE]\n\n")
+                if failure == "midstream":
+                    raise _Rejection(
+                        200,
+                        "Request failed during generation: Server error: injected",
+                        "generation",
+                    )
+                if failure == "stall":
+                    await self._hold_open(request)
+                    return sse
+                await sse.write(self._sse("[DONE]"))
         except _Rejection as rejection:
-            await sse.write(f"data: {_dumps(rejection.body)}\n\n".encode())
+            await sse.write(self._sse(_dumps(rejection.body)))
         except ConnectionError:
             pass  # the client went away
         return sse
