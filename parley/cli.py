@@ -244,16 +244,17 @@ def _serve_worker_metrics(settings: Settings) -> None:
 
 async def _check_model(settings: Settings) -> None:
     """Warn (not fail: TGI may still be loading weights) when the model server disagrees."""
-    from llm.tgi import create_model
+    from llm.factory import create_model, describe_backend
 
     model = create_model(settings)
     try:
         info = await asyncio.wait_for(model.server_info(), timeout=5)
     except Exception as exc:
         log.warning(
-            "TGI at %s not reachable yet (%s); answers will fail politely until it is",
-            settings.tgi_url,
+            "%s not reachable yet (%s: %s); answers will fail politely until it is",
+            describe_backend(settings),
             exc.__class__.__name__,
+            exc,
         )
         return
     finally:

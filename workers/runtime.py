@@ -28,8 +28,8 @@ from bots.base import Outbound
 from bots.registry import outbound_factory
 from guardrails.limits import RateLimiter
 from llm.base import ChatModel
+from llm.factory import create_model
 from llm.retry import RetryPolicy
-from llm.tgi import create_model
 from parley import metrics
 from parley.message import InboundMessage
 from parley.settings import Settings
