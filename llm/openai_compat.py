@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _TOKEN_CACHE_SIZE = 4096
-_MAX_ERROR_BODY = 4096  # characters of an error body kept for the message
+_MAX_ERROR_BODY = 500  # characters of a server's error message kept
 
 # Template tokens per message and around the whole prompt, an upper bound for the templates
 # these servers commonly run: Llama 3 (5 per message; BOS + assistant header 5), ChatML as in
@@ -519,7 +519,8 @@ def _error_fields(payload: Mapping[str, Any]) -> tuple[str, str, int | None]:
     source: Mapping[str, Any] = inner if isinstance(inner, Mapping) else payload
     message = source.get("message")
     if not isinstance(message, str):
-        message = inner if isinstance(inner, str) else json.dumps(payload)[:_MAX_ERROR_BODY]
+        message = inner if isinstance(inner, str) else json.dumps(payload)
+    message = message[:_MAX_ERROR_BODY]  # it ends up in logs
     kind = source.get("type", payload.get("error_type"))
     code = source.get("code")
     if isinstance(code, str) and code.isdigit():

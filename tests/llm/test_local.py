@@ -102,7 +102,8 @@ async def test_missing_llama_cpp_names_the_install_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # as if it were not installed
-    backend = LocalChatModel(LocalModelConfig(None, None, 1, 2048))
+    # A configuration no other test loads, so that nothing is loaded for it already.
+    backend = LocalChatModel(LocalModelConfig(None, None, 1, 1536))
     with pytest.raises(LocalModelMissing, match=r"pip install 'parley\[local\]'") as raised:
         await backend.server_info()
     assert "PARLEY_LLM_BACKEND=local" in str(raised.value)
