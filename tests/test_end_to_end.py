@@ -16,6 +16,7 @@ from tests.fakes.slack_api import FakeSlack
 from tests.fakes.tgi import FakeTGI
 from tests.support import slack_events
 from tests.support.processes import free_port
+from tests.support.scan import message_keys
 from tests.support.service import ParleyService, parley_env, wait_until
 from workers.pipeline import MSG_MODEL_DOWN
 
@@ -123,7 +124,7 @@ def test_a_bad_signature_gets_401_and_enqueues_nothing(
     for headers in (forged, stale, unsigned):
         status, _ = service.post("/slack/events", body, headers)
         assert status == 401
-    assert sync_redis.keys("parley:*") == []
+    assert message_keys(sync_redis) == []
     assert sync_redis.llen("parley-test") == 0
     assert "payroll" not in service.logs(), "refused bodies are not logged either"
     assert fake_tgi.generations == []

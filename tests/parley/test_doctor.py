@@ -40,7 +40,7 @@ def test_a_healthy_setup_passes(redis_url: str, fake_tgi: FakeTGI, fake_slack: F
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"✓ Redis ({redis_url}): reachable" in result.stdout
     assert "! Workers: none running" in result.stdout, "a warning, not a failure"
-    assert "✓ Model server" in result.stdout
+    assert "✓ Model (TGI at" in result.stdout
     assert "Meta-Llama-3-8B-Instruct" in result.stdout
     assert "✓ Slack auth.test: bot" in result.stdout
     assert "All good." in result.stdout
@@ -62,7 +62,7 @@ def test_a_stopped_redis_a_dead_model_and_a_bad_slack_token_are_explained(
     assert "✗ Redis (redis://127.0.0.1:" in out
     assert "not reachable" in out
     assert "fix: start Redis (`redis-server --daemonize yes`" in out
-    assert "✗ Model server" in out
+    assert "✗ Model (TGI at" in out
     assert "fix: start TGI" in out
     assert "✗ Slack auth.test: refused: invalid_auth" in out
     assert "Bot User OAuth Token" in out

@@ -47,3 +47,12 @@ def _decoded_base64(text: str) -> list[str]:
         except (binascii.Error, ValueError):
             continue
     return found
+
+
+def message_keys(client: redis.Redis) -> list[str]:
+    """Parley's keys about messages: without the worker heartbeats, which a running worker
+    writes whatever arrives."""
+    from workers import keys
+
+    names = (k if isinstance(k, str) else k.decode() for k in client.keys("parley:*"))
+    return sorted(k for k in names if not k.startswith(keys.worker_heartbeat("")))
