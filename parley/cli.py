@@ -193,6 +193,9 @@ async def _chat(settings: Settings) -> None:
     from parley.ingress import create_ingress
 
     await _check_redis(settings)
+    if settings.log_level == "INFO":
+        # The terminal is for the conversation: only warnings, unless asked for DEBUG.
+        logging.getLogger().setLevel(logging.WARNING)
     ingress = create_ingress(settings, max_connections=8)
     chat = ConsoleChat(
         intake=ingress.intake,
