@@ -278,8 +278,8 @@ class AdminCommands:
         self, name: str, args: list[str], call: CommandCall, platform: CommandPlatform
     ) -> str:
         usage = (
-            f"Write `{call.prefix} forget thread <link to a message of the thread>` (in Slack: "
-            "the message's ⋮ menu > Copy link), or `forget me`."
+            f"Write `{call.prefix} forget thread <link to a message of the thread>` (the "
+            "message's menu > Copy link), or `forget me`."
         )
         if not args or args[0].lower() != "thread" or len(args) > 3:
             raise Invalid(usage)
