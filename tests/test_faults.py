@@ -1,5 +1,6 @@
 """Fault injection under load against real `parley serve` and `parley worker` processes:
-duplicate deliveries and bursts, TGI failures, Slack rate limits, a Redis restart. Each test
+duplicate deliveries and bursts, TGI failures, Slack rate limits, a Redis restart, a worker
+killed mid-generation, TGI refusing connections for seconds. Each test
 asserts the invariant: every acknowledged message ends with exactly one complete answer in
 its thread, in arrival order, with no stream left open. Counts are printed (pytest -s)."""
 
@@ -10,7 +11,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,9 @@ from typing import Any
 import pytest
 import redis
 
+from bench.forward import Forwarder
 from tests.fakes.slack_api import FakeSlack
-from tests.fakes.tgi import FakeTGI
+from tests.fakes.tgi import FakeTGI, last_user_message
 from tests.support import slack_events
 from tests.support.processes import free_port
 from tests.support.service import ParleyService, parley_env, wait_until
@@ -320,3 +322,129 @@ def test_a_redis_crash_loses_nothing_acknowledged_and_refused_deliveries_get_503
             f"503 and redelivered, {len(tgi.generations)} generations, {len(threads)} answers; "
             f"worker died with the broker and was restarted: {worker_died}"
         )
+
+
+# -- a worker killed mid-generation, TGI unreachable -----------------------------------
+
+
+def _load_in_background(
+    pool: ThreadPoolExecutor, svc: ParleyService, threads: int, turns: int, prefix: str
+) -> Future[list[Thread]]:
+    return pool.submit(_load, svc, threads, turns, prefix)
+
+
+def _wait_in_flight(tgi: FakeTGI, svc: ParleyService, count: int) -> None:
+    wait_until(lambda: tgi.in_flight >= count, 20, f"{count} generations in flight", svc.logs)
+
+
+def test_a_worker_killed_mid_generation_under_load_is_replaced_and_answers_stay_single(
+    redis_url: str, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    # Generations of about a second; a short visibility timeout so that the killed worker's
+    # tasks come back within seconds (it must still exceed the longest task: 3 x 3 s + 0.4 s).
+    with (
+        FakeTGI(ttft=0.1, token_interval=0.15) as tgi,
+        running(
+            redis_url,
+            tgi,
+            fake_slack,
+            tmp_path,
+            PARLEY_VISIBILITY_TIMEOUT="10",
+            PARLEY_GENERATION_TIMEOUT="3",
+        ) as svc,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        svc.start_worker()
+        victim = next(p for p in svc.processes if p.args == ["worker"])
+        load = _load_in_background(pool, svc, 12, 3, "kill")
+        _wait_in_flight(tgi, svc, 8)
+        wait_until(
+            lambda: bool(fake_slack.calls_to("chat.appendStream")),
+            10,
+            "answers to be streaming",
+            svc.logs,
+        )
+        in_flight_at_kill = tgi.in_flight
+        victim.kill(signal.SIGKILL)
+        svc.start_worker()
+        threads = load.result(timeout=30)
+        # More load once the replacement is up.
+        threads += _load(svc, 6, 2, "after")
+        assert_one_answer_each(fake_slack, svc, threads, timeout=45)
+        messages = sum(len(t[1]) for t in threads)
+        redone = _generated_again(tgi, messages)
+        print(
+            f"\nworker SIGKILL: {messages} messages acknowledged, {in_flight_at_kill} "
+            f"generations in flight at the kill, {len(tgi.generations)} generation requests "
+            f"({redone} messages generated again after the kill), {messages} answers, "
+            f"{len(fake_slack.open_streams())} open streams"
+        )
+        # The kill cut generations short; only those were generated again.
+        assert 0 < redone <= in_flight_at_kill
+
+
+def _generated_again(tgi: FakeTGI, messages: int) -> int:
+    """How many generation requests repeated an earlier one's question (each message's
+    text is unique); checks that every message reached the model."""
+    questions = [last_user_message(p) for p in tgi.prompts]
+    assert len(set(questions)) == messages, "a message never reached the model"
+    return len(questions) - messages
+
+
+class _Cable:
+    """A pullable cable in front of the TGI emulator (bench.forward.Forwarder)."""
+
+    def __init__(self, tgi: FakeTGI) -> None:
+        self.forwarder = Forwarder(free_port(), int(tgi.url.rsplit(":", 1)[1]))
+
+    def __enter__(self) -> Forwarder:
+        self.forwarder.start()
+        return self.forwarder
+
+    def __exit__(self, *exc: object) -> None:
+        self.forwarder.stop()
+
+
+def test_tgi_refusing_connections_for_seconds_under_load_ends_in_one_answer_each(
+    redis_url: str, fake_slack: FakeSlack, tmp_path: Path
+) -> None:
+    # Enough retries (full jitter, at most 1 s apart) to ride out a 3 s outage.
+    with (
+        FakeTGI(ttft=0.05, token_interval=0.1) as tgi,
+        _Cable(tgi) as cable,
+        running(
+            redis_url,
+            tgi,
+            fake_slack,
+            tmp_path,
+            TGI_URL=cable.url,
+            PARLEY_MODEL_RETRIES="20",
+            PARLEY_RETRY_BASE_DELAY="0.2",
+            PARLEY_RETRY_MAX_DELAY="1.0",
+            PARLEY_GENERATION_TIMEOUT="10",
+            PARLEY_VISIBILITY_TIMEOUT="300",  # above 21 attempts x 10 s + their waits
+        ) as svc,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        load = _load_in_background(pool, svc, 10, 3, "refused")
+        _wait_in_flight(tgi, svc, 5)
+        in_flight_at_cut = tgi.in_flight
+        cable.unplug()  # streams in flight break; new connections are refused
+        requests_at_cut = len(tgi.generations)
+        # Deliveries keep being acknowledged while the model is away.
+        during = _load(svc, 5, 1, "during")
+        time.sleep(3.0)
+        assert len(tgi.generations) == requests_at_cut, "a request got through the cut"
+        cable.plug()
+        threads = load.result(timeout=30) + during
+        assert_one_answer_each(fake_slack, svc, threads, timeout=45)
+        messages = sum(len(t[1]) for t in threads)
+        refused = svc.logs().count("cannot reach TGI")
+        redone = _generated_again(tgi, messages)
+        print(
+            f"\nTGI connection refused for 3 s: {messages} messages, {in_flight_at_cut} "
+            f"generations cut, {refused} attempts refused and retried, "
+            f"{len(tgi.generations)} generation requests ({redone} repeated), {messages} answers"
+        )
+        assert refused > 0
+        assert redone >= 1, "no stream was cut"
