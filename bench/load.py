@@ -146,6 +146,11 @@ class Planned:
     follow_up: bool
     text: str
     body: str
+    ts: str = ""  # the message's own timestamp (a follow-up's differs from its thread's)
+
+    @property
+    def message_key(self) -> str:
+        return f"slack:{slack_events.TEAM}:{self.channel}:{self.ts}"
 
 
 @dataclass(frozen=True)
@@ -186,7 +191,7 @@ class Planner:
                 event = slack_events.mention(text, channel=channel, user=user, ts=ts)
             body = json.dumps(slack_events.envelope(event, event_id=event_id))
             follow_up = thread_ts != ts
-            planned.append(Planned(marker, channel, thread_ts, user, follow_up, text, body))
+            planned.append(Planned(marker, channel, thread_ts, user, follow_up, text, body, ts))
         return planned
 
 
@@ -273,6 +278,7 @@ def bench_env(cfg: Config, tgi_url: str, slack_url: str) -> dict[str, str]:
         "PARLEY_RATE_LIMIT_CHANNEL_PER_MINUTE": "0",
         "PARLEY_CONTEXT_TOKENS": "8192",
         "PARLEY_METRICS_PORT": "0",  # several workers on one host
+        "PARLEY_LOG_FORMAT": "json",  # the bench reads queue waits from the workers' logs
     }
 
 
@@ -466,6 +472,20 @@ def ingress_alone(stack: Stack, client: redis.Redis, rate: float, planned: list[
             os.kill(pid, signal.SIGCONT)
 
 
+def queue_waits(log_dir: Path) -> dict[str, float]:
+    """message key -> seconds it waited before a worker began answering it (in the broker,
+    then for its lease and its thread's turn), from the workers' JSON logs."""
+    waits: dict[str, float] = {}
+    for path in log_dir.glob("worker-*.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            if '"queued_seconds"' not in line:
+                continue
+            with suppress(ValueError):
+                record = json.loads(line)
+                waits[str(record["message_key"])] = float(record["queued_seconds"])
+    return waits
+
+
 def count_errors_in_logs(log_dir: Path, offsets: dict[str, int]) -> tuple[int, dict[str, int]]:
     """ERROR lines written to the process logs since `offsets`; returns the new offsets."""
     errors = 0
@@ -473,7 +493,11 @@ def count_errors_in_logs(log_dir: Path, offsets: dict[str, int]) -> tuple[int, d
     for path in sorted(log_dir.glob("*.log")):
         data = path.read_bytes()
         start = offsets.get(path.name, 0)
-        errors += sum(1 for line in data[start:].splitlines() if b" ERROR " in line)
+        errors += sum(
+            1
+            for line in data[start:].splitlines()
+            if b" ERROR " in line or b'"level": "ERROR"' in line
+        )
         new[path.name] = len(data)
     return errors, new
 
@@ -514,7 +538,8 @@ def analyse(
             gens[gen["marker"]] = (gen["received"], gen["first_token"])
     unanswered = duplicates = incomplete = 0
     overhead, visible, model_ttft, e2e = [], [], [], []
-    before_model, after_token = [], []
+    before_model, after_token, waited_s, own, decode = [], [], [], [], []
+    waits = queue_waits(stack.cfg.log_dir)
     last_done = 0.0
     for p, (sent, _ack, _status) in acked:
         replies = by_marker.get(p.marker, [])
@@ -537,6 +562,11 @@ def analyse(
             overhead.append((first_text[key] - sent) - (first_token - received))
             before_model.append(received - sent)
             after_token.append(first_text[key] - first_token)
+            if p.message_key in waits:
+                waited_s.append(waits[p.message_key])
+                own.append(overhead[-1] - waits[p.message_key])
+        if key in completed and p.marker in gens:
+            decode.append(completed[key] - gens[p.marker][1])
     answered = len(e2e)
     open_streams = len(stack.slack.open_streams())
     errors = refused + unanswered + duplicates + incomplete + failure_replies + open_streams
@@ -568,6 +598,9 @@ def analyse(
         "model_ttft_ms": summary([1000 * v for v in model_ttft]),
         "before_model_ms": summary([1000 * v for v in before_model]),
         "after_first_token_ms": summary([1000 * v for v in after_token]),
+        "queued_ms": summary([1000 * v for v in waited_s]),
+        "own_overhead_ms": summary([1000 * v for v in own]),
+        "model_decode_s": summary(decode),
         "end_to_end_s": summary(e2e),
         "answered": answered,
         "throughput_per_s": answered / (last_done - first_sent) if last_done > first_sent else None,
@@ -796,11 +829,15 @@ def table(report: dict[str, Any]) -> str:
         ("first-text overhead p50 / p99 ms", [_pair(r["ttft_overhead_ms"]) for r in rounds],
          f"<= {ttft_p50:g} / {ttft_p99:g} at {ttft_rate:g}/s{_check(ttft_ok)}"),
         ("  send -> model request", [_pair(r["before_model_ms"]) for r in rounds], ""),
+        ("  of it queued (broker, thread)", [_pair(r["queued_ms"]) for r in rounds], ""),
+        ("  of it not queued", [_pair(r["own_overhead_ms"]) for r in rounds], ""),
         ("  first token -> text in Slack", [_pair(r["after_first_token_ms"]) for r in rounds],
          ""),
         ("time to first text p50 / p99 ms", [_pair(r["time_to_first_text_ms"]) for r in rounds],
          ""),
         ("model TTFT incl. its queue p50/p99", [_pair(r["model_ttft_ms"]) for r in rounds], ""),
+        ("model first token -> done p50/p99 s", [_pair(r["model_decode_s"]) for r in rounds],
+         f"nominal {cfg_decode(cfg):.2f}"),
         ("end-to-end p50 / p99 s", [_pair(r["end_to_end_s"]) for r in rounds], ""),
         ("throughput answers/s",
          [f"{r['throughput_per_s']:.1f}" if r["throughput_per_s"] else "-" for r in rounds],
@@ -832,6 +869,10 @@ def table(report: dict[str, Any]) -> str:
     if details:
         lines += ["error detail:", *details]
     return "\n".join(lines)
+
+
+def cfg_decode(cfg: dict[str, Any]) -> float:
+    return float((cfg["tokens"] - 1) * cfg["token_interval"])
 
 
 def cfg_capacity(cfg: dict[str, Any]) -> float:
