@@ -16,8 +16,8 @@ from parley import metrics
 from parley.settings import Settings
 from privacy.crypto import Sealer
 from workers.celery_app import create_celery, publisher
+from workers.connections import redis_client
 from workers.intake import QueueIntake
-from workers.runtime import redis_client
 
 
 @dataclass(frozen=True, slots=True)

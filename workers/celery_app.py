@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutdown
@@ -21,8 +21,9 @@ from parley.settings import Settings
 from privacy.crypto import Sealer, SealError
 from workers.intake import Publish
 from workers.payload import open_message
-from workers.pipeline import TryLater
-from workers.runtime import WorkerRuntime
+
+if TYPE_CHECKING:
+    from workers.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,10 @@ def create_celery(settings: Settings) -> Celery:
     def runtime() -> WorkerRuntime:
         with runtime_lock:
             if not runtimes:
+                # Imported here: the pipeline loads the language analysis, which the
+                # ingress (a publisher of this app) never needs.
+                from workers.runtime import WorkerRuntime
+
                 runtimes.append(WorkerRuntime(settings))
             return runtimes[0]
 
@@ -104,12 +109,18 @@ def create_celery(settings: Settings) -> Celery:
             return "malformed"
         try:
             return runtime().answer(message).value
-        except (RedisError, TryLater) as exc:
+        except (RedisError, _try_later()) as exc:
             delay = min(2**self.request.retries, INFRA_RETRY_MAX_DELAY)
             log.warning("message %s: %r, retrying in %ss", message.message_key, exc, delay)
             raise self.retry(exc=exc, countdown=delay, max_retries=INFRA_RETRY_LIMIT) from exc
 
     return app
+
+
+def _try_later() -> type[Exception]:
+    from workers.pipeline import TryLater
+
+    return TryLater
 
 
 def publisher(app: Celery, settings: Settings) -> Publish:

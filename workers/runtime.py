@@ -36,6 +36,7 @@ from parley.settings import Settings
 from privacy.crypto import Sealer
 from privacy.redactor import create_redactor
 from workers import keys
+from workers.connections import redis_client
 from workers.ledger import ReplyLedger
 from workers.memory import ThreadMemory
 from workers.ordering import ThreadOrder
@@ -45,18 +46,6 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10
-
-
-def redis_client(settings: Settings, *, max_connections: int) -> Redis:
-    return Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        max_connections=max_connections,
-        health_check_interval=30,
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        retry_on_timeout=True,
-    )
 
 
 def lease_seconds(settings: Settings) -> float:
