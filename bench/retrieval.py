@@ -31,17 +31,30 @@ imported), except building the 10,000-chunk index, which uses the cores the proc
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import html.parser
 import itertools
 import json
 import os
 import random
 import re
+import secrets
+import shutil
 import statistics
+import sys
+import tempfile
+import time
 import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from knowledge.base import Embedder, Passage, Retriever
+    from knowledge.store import KnowledgeStore
+    from parley.settings import Settings
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "knowledge" / "data"
 QUESTIONS = CORPUS / "questions.jsonl"
@@ -331,3 +344,490 @@ def pin_to_one_core() -> tuple[int | None, set[int]]:
 def unpin(cpus: set[int]) -> None:
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
+
+
+# -- running it ------------------------------------------------------------------------------
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+EMBEDDERS = {"local": "local", "hash": "hashing"}
+
+
+def one_thread_per_library() -> None:
+    """Numeric libraries read these when first imported: set them before knowledge/ loads."""
+    for name in THREAD_VARIABLES:
+        os.environ[name] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+
+
+def set_torch_threads(count: int) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(count)
+
+
+def to_hit(passage: Passage, names: dict[str, str]) -> Hit:
+    """`names` maps the benchmark's knowledge base names back to the labeled ones."""
+    return Hit(names.get(passage.kb, passage.kb), passage.source, passage.text, passage.score)
+
+
+def uncached(retriever: Retriever) -> Retriever:
+    """Every search computed, never answered from the retriever's per-question cache (which
+    would make rounds after the first measure a dictionary look-up)."""
+    from knowledge.retriever import HybridRetriever, LruCache
+
+    if isinstance(retriever, HybridRetriever):
+        retriever.cache = LruCache(0)
+    return retriever
+
+
+@dataclass
+class Timings:
+    """Per search: wall-clock milliseconds, and the CPU milliseconds of the whole process
+    (every thread), which other work on the machine barely changes."""
+
+    wall_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, float]:
+        cpu = percentiles(self.cpu_ms)
+        return {
+            **percentiles(self.wall_ms),
+            "cpu_p50_ms": cpu["p50_ms"],
+            "cpu_p99_ms": cpu["p99_ms"],
+        }
+
+
+async def ask_all(
+    retriever: Retriever,
+    questions: Sequence[Question],
+    names: dict[str, str],
+    *,
+    rounds: int,
+) -> tuple[list[Outcome], Timings]:
+    """Every question of all the knowledge bases in `names`: the outcomes of the first round
+    and the latency of every search of every round, after a warm-up."""
+    kbs = sorted(names)
+    for q in questions[:10]:  # warm-up: the index loaded, first allocations
+        await retriever.search(q.text, kbs, K)
+    outcomes: list[Outcome] = []
+    timings = Timings()
+    for round_number in range(rounds):
+        for q in questions:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            passages = await retriever.search(q.text, kbs, K)
+            timings.wall_ms.append((time.perf_counter() - started) * 1000)
+            timings.cpu_ms.append((time.process_time() - cpu_started) * 1000)
+            if round_number == 0:
+                outcomes.append(Outcome(q, tuple(to_hit(p, names) for p in passages)))
+    return outcomes, timings
+
+
+@dataclass
+class Ingested:
+    chunks: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.chunks / self.seconds if self.seconds else 0.0
+
+    @property
+    def per_cpu_second(self) -> float:
+        return self.chunks / self.cpu_seconds if self.cpu_seconds else 0.0
+
+
+async def ingest_all(
+    folders: dict[str, Path],
+    store: KnowledgeStore,
+    embedder: Embedder,
+    settings: Settings,
+    *,
+    show_progress: bool = False,
+) -> Ingested:
+    from knowledge.ingest import Progress, ingest_folder
+
+    total = Ingested()
+    for kb, folder in folders.items():
+        shown = [-1]
+
+        def progress(p: Progress, kb: str = kb, shown: list[int] = shown) -> None:
+            tenth = p.done * 10 // p.total if p.total else 10
+            if show_progress and p.stage == "embedding" and tenth > shown[0]:
+                shown[0] = tenth
+                print(f"  {kb}: embedded {p.done}/{p.total} chunks", file=sys.stderr)
+
+        cpu_started = time.process_time()
+        report = await ingest_folder(
+            folder,
+            kb,
+            store=store,
+            embedder=embedder,
+            chunk_tokens=settings.knowledge_chunk_tokens,
+            chunk_overlap=settings.knowledge_chunk_overlap,
+            progress=progress,
+        )
+        if report.skipped:
+            raise RuntimeError(f"{kb}: skipped {report.skipped}")
+        total.chunks += report.chunks_added
+        total.seconds += report.seconds
+        total.cpu_seconds += time.process_time() - cpu_started
+    return total
+
+
+def quality(outcomes: Sequence[Outcome], threshold: float) -> dict[str, Any]:
+    recall = recall_at_k(outcomes)
+    decided = decisions(outcomes, threshold)
+    tuned, tuned_accuracy = best_threshold(outcomes)
+    return {
+        "recall_at_3": {name: _ratio_json(r) for name, r in recall.items()},
+        "not_covered": {
+            "threshold": threshold,
+            **{name: _ratio_json(r) for name, r in decided.items()},
+            "best_threshold_tuned_on_this_set": tuned,
+            "accuracy_at_best_threshold_tuned_on_this_set": tuned_accuracy,
+        },
+        "questions": [_outcome_json(o, threshold) for o in outcomes],
+    }
+
+
+def _ratio_json(r: Ratio) -> dict[str, Any]:
+    return {"value": r.value, "hits": r.hits, "total": r.total, "failures": r.failures}
+
+
+def _outcome_json(o: Outcome, threshold: float) -> dict[str, Any]:
+    q = o.question
+    return {
+        "id": q.id,
+        "covered": q.covered,
+        "found_at": o.found_at,
+        "top_score": o.top_score,
+        "answered": o.top_score >= threshold,
+        "top": [{"kb": h.kb, "source": h.source, "score": h.score} for h in o.hits],
+    }
+
+
+def anchors_split(questions: Sequence[Question], settings: Settings) -> list[str]:
+    """Ids of questions with an anchor that no chunk holds whole: chunking cut it apart, so
+    no retriever could find it (a labeling problem, not a retrieval one)."""
+    from knowledge.ingest import read_source
+
+    chunks: dict[tuple[str, str], list[str]] = {}
+    for kb, path in documents():
+        _, stored = read_source(
+            path,
+            path.name,
+            max_tokens=settings.knowledge_chunk_tokens,
+            overlap=settings.knowledge_chunk_overlap,
+        )
+        chunks[kb, path.name] = [normalize(c.text) for c in stored]
+    return [
+        q.id
+        for q in questions
+        for a in q.answers
+        if not any(normalize(a.anchor) in text for text in chunks[q.kb, a.source])
+    ]
+
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    from knowledge import create_embedder, create_retriever, create_store
+    from parley.settings import Settings
+
+    questions = load_questions()
+    workdir = Path(tempfile.mkdtemp(prefix="parley-bench-retrieval-"))
+    # In a shared PostgreSQL the benchmark's knowledge bases get names of their own.
+    prefix = f"bench{secrets.token_hex(3)}-" if args.store == "pgvector" else ""
+    settings = Settings(
+        knowledge_store=args.store,
+        knowledge_dir=workdir / "index",
+        knowledge_database_url=args.database_url if args.store == "pgvector" else None,
+        embeddings=EMBEDDERS[args.embedder],
+    )
+    embedder = create_embedder(settings, threads=1)
+    store = create_store(settings)
+    retriever = uncached(create_retriever(settings, embedder))
+    created: list[str] = []
+    figures: dict[str, Any] = {
+        "embedder": getattr(embedder, "model_id", type(embedder).__name__),
+        "store": args.store,
+        "threshold_setting": settings.knowledge_min_score,
+    }
+    try:
+        names = {f"{prefix}{kb}": kb for kb in KNOWLEDGE_BASES}
+        created += names
+        started = time.perf_counter()
+        ingest = await ingest_all(
+            {name: CORPUS / kb for name, kb in names.items()}, store, embedder, settings
+        )
+        figures["model_load_and_ingest_seconds"] = time.perf_counter() - started
+        figures["anchors_split"] = anchors_split(questions, settings)
+        # Throughput without the model's first load: the same folders again, as new bases.
+        again = {f"{prefix}again-{kb}": kb for kb in KNOWLEDGE_BASES}
+        created += again
+        ingest = await ingest_all(
+            {name: CORPUS / kb for name, kb in again.items()}, store, embedder, settings
+        )
+        figures["ingest"] = {
+            "chunks": ingest.chunks,
+            "seconds": ingest.seconds,
+            "chunks_per_second": ingest.per_second,
+            "cpu_seconds": ingest.cpu_seconds,
+            "chunks_per_cpu_second": ingest.per_cpu_second,
+            "documents": sum(1 for _ in documents()),
+        }
+        outcomes, timings = await ask_all(retriever, questions, names, rounds=args.rounds)
+        figures["corpus"] = {**quality(outcomes, settings.knowledge_min_score)}
+        figures["latency_corpus"] = {"chunks": ingest.chunks, **timings.summary()}
+        if args.scale_chunks:
+            figures["scale"] = await measure_scale(
+                args, questions, workdir, prefix, ingest.chunks, store, embedder, settings
+            )
+            created += [f"{prefix}{kb}-scale" for kb in KNOWLEDGE_BASES]
+            scale_retriever = uncached(create_retriever(settings, embedder))
+            scale_names = {f"{prefix}{kb}-scale": kb for kb in KNOWLEDGE_BASES}
+            outcomes, timings = await ask_all(
+                scale_retriever, questions, scale_names, rounds=args.rounds
+            )
+            recall = recall_at_k(outcomes)["overall"]
+            figures["scale"].update(
+                {
+                    **timings.summary(),
+                    "recall_at_3_information": _ratio_json(recall),
+                    "not_covered_accuracy_information": _ratio_json(
+                        decisions(outcomes, settings.knowledge_min_score)["all"]
+                    ),
+                }
+            )
+            await _close(scale_retriever)
+    finally:
+        await _close(retriever)
+        if args.store == "pgvector":
+            await _drop(store, created)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return figures
+
+
+async def measure_scale(
+    args: argparse.Namespace,
+    questions: Sequence[Question],
+    workdir: Path,
+    prefix: str,
+    corpus_chunks: int,
+    store: KnowledgeStore,
+    embedder: Embedder,
+    settings: Settings,
+) -> dict[str, Any]:
+    """Both knowledge bases again, each with half of the filler: args.scale_chunks in all."""
+    anchors = [a.anchor for q in questions for a in q.answers]
+    filler = max(0, args.scale_chunks - corpus_chunks)
+    folders = {}
+    for number, kb in enumerate(KNOWLEDGE_BASES):
+        folder = workdir / "scale" / kb
+        shutil.copytree(CORPUS / kb, folder)
+        share = filler // 2 + (filler % 2 if number == 0 else 0)
+        write_filler(folder / "filler", share, anchors=anchors, seed=number)
+        folders[f"{prefix}{kb}-scale"] = folder
+    # Building it is not what is measured: it may use every core the process had.
+    core, cpus = args.pinned
+    unpin(cpus)
+    set_torch_threads(max(1, len(cpus)))
+    try:
+        print(f"building {args.scale_chunks:,} chunks for the scale test ...", file=sys.stderr)
+        built = await ingest_all(folders, store, embedder, settings, show_progress=True)
+    finally:
+        set_torch_threads(1)
+        if core is not None:
+            os.sched_setaffinity(0, {core})
+    return {
+        "chunks": built.chunks,
+        "build_seconds": built.seconds,
+        "build_cores": max(1, len(cpus)),
+    }
+
+
+async def _close(retriever: Retriever) -> None:
+    close = getattr(retriever, "aclose", None)
+    if close is not None:
+        await close()
+
+
+async def _drop(store: KnowledgeStore, kbs: Sequence[str]) -> None:
+    drop = getattr(store, "drop", None)
+    if drop is None:
+        return
+    for kb in kbs:
+        await drop(kb)
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def _fraction(r: dict[str, Any]) -> str:
+    if r["value"] is None:
+        return "-"
+    return f"{r['value']:.3f} ({r['hits']}/{r['total']})"
+
+
+def _row(label: str, figure: str, target: str = "") -> str:
+    return f"{label:<48}{figure:<24}{target}".rstrip()
+
+
+def _latency_rows(label: str, lat: dict[str, Any], target: str = "") -> list[str]:
+    return [
+        _row(label, f"p50 {lat['p50_ms']:.1f} ms", target),
+        _row("", f"p99 {lat['p99_ms']:.1f} ms", f"({lat['searches']} searches)"),
+        _row(
+            "  CPU time of the process per search",
+            f"p50 {lat['cpu_p50_ms']:.1f} ms",
+            f"p99 {lat['cpu_p99_ms']:.1f} ms",
+        ),
+    ]
+
+
+def report(figures: dict[str, Any], questions: Sequence[Question]) -> str:
+    corpus = figures["corpus"]
+    recall = corpus["recall_at_3"]
+    nc = corpus["not_covered"]
+    ingest = figures["ingest"]
+    covered = sum(q.covered for q in questions)
+    load = figures.get("load_average")
+    lines = [
+        f"Retrieval benchmark: embedder {figures['embedder']}, store {figures['store']}, "
+        f"one core (CPU {figures['core']}), k = {K}",
+        f"corpus: {ingest['documents']} documents in {len(KNOWLEDGE_BASES)} knowledge bases, "
+        f"{ingest['chunks']} chunks; {len(questions)} questions ({covered} covered, "
+        f"{len(questions) - covered} not), each asked of both knowledge bases",
+    ]
+    if figures.get("anchors_split"):
+        lines.append(f"WARNING: anchors cut apart by chunking: {figures['anchors_split']}")
+    if load is not None:
+        lines.append(
+            f"load average {load[0]:.1f} / {load[1]:.1f} at start / end on "
+            f"{os.cpu_count()} CPUs: wall-clock times include waiting for other work; "
+            "CPU times do not"
+        )
+    lines += [
+        "",
+        _row("", "figure", "target"),
+        _row("recall@3, all covered questions", _fraction(recall["overall"]), ">= 0.9"),
+        _row("  English questions", _fraction(recall["english"])),
+        _row("  Spanish questions", _fraction(recall["spanish"])),
+        _row("  cross-lingual (question, answer differ)", _fraction(recall["cross-lingual"])),
+        _row("  paraphrases", _fraction(recall["paraphrase"])),
+        _row(f"not-covered decisions at {nc['threshold']:.2f}", _fraction(nc["all"]), ">= 0.9"),
+        _row("  covered questions answered", _fraction(nc["covered answered"])),
+        _row("  uncovered questions refused", _fraction(nc["uncovered refused"])),
+        _row("  of which near misses refused", _fraction(nc["near misses refused"])),
+        _row(
+            "  best threshold, TUNED ON THIS SET",
+            f"{nc['best_threshold_tuned_on_this_set']:.3f}",
+            f"(accuracy {nc['accuracy_at_best_threshold_tuned_on_this_set']:.3f}: optimistic)",
+        ),
+        *_latency_rows(
+            f"latency per search, {figures['latency_corpus']['chunks']} chunks",
+            figures["latency_corpus"],
+        ),
+    ]
+    scale = figures.get("scale")
+    if scale:
+        lines += [
+            *_latency_rows(
+                f"latency per search, {scale['chunks']:,} chunks",
+                scale,
+                f"p50 <= {TARGETS['p50_ms_at_10k']:.0f} ms",
+            ),
+            _row(
+                "  recall@3 at that size (information)", _fraction(scale["recall_at_3_information"])
+            ),
+            _row(
+                "  not-covered decisions there (information)",
+                _fraction(scale["not_covered_accuracy_information"]),
+            ),
+        ]
+    lines += [
+        _row(
+            "ingest throughput (embedding included)",
+            f"{ingest['chunks_per_second']:.1f} chunks/s",
+            f"({ingest['chunks']} chunks in {ingest['seconds']:.1f} s)",
+        ),
+        _row("  per CPU second", f"{ingest['chunks_per_cpu_second']:.1f} chunks/s"),
+    ]
+    if scale:
+        lines.append(
+            _row(
+                f"  10k-chunk build, {scale['build_cores']} core(s), not pinned",
+                f"{scale['chunks'] / scale['build_seconds']:.1f} chunks/s",
+                f"({scale['build_seconds']:.0f} s)",
+            )
+        )
+    lines += ["", *failures(figures, questions)]
+    return "\n".join(lines)
+
+
+def failures(figures: dict[str, Any], questions: Sequence[Question]) -> list[str]:
+    """One line per missed question and per wrong "not covered" decision."""
+    by_id = {q.id: q for q in questions}
+    corpus = figures["corpus"]
+    threshold = corpus["not_covered"]["threshold"]
+    lines = []
+    for row in corpus["questions"]:
+        q = by_id[row["id"]]
+        missed = q.covered and row["found_at"] is None
+        wrong = row["answered"] != q.covered
+        if not missed and not wrong:
+            continue
+        what = []
+        if missed:
+            what.append(f"not in top {K}")
+        if wrong:
+            what.append("answered" if row["answered"] else f"refused (< {threshold:.2f})")
+        flags = "".join(
+            f for f, on in (("x", q.cross_lingual), ("p", q.paraphrase), ("n", q.near_miss)) if on
+        )
+        top = ", ".join(f"{h['source']} {h['score']:.2f}" for h in row["top"])
+        want = f" want {q.answers[0].source}" if q.covered else ""
+        lines.append(
+            f"  {q.id} [{q.lang}{'/' + flags if flags else ''}] {'; '.join(what)}:{want}"
+            f" | got {top} | {q.text}"
+        )
+    header = "failures (x cross-lingual, p paraphrase, n near miss):" if lines else "no failures"
+    return [header, *lines]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--embedder", choices=sorted(EMBEDDERS), default="local")
+    parser.add_argument("--store", choices=("faiss", "pgvector"), default="faiss")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("PARLEY_KNOWLEDGE_DATABASE_URL", DEFAULT_DATABASE_URL),
+        help="PostgreSQL with pgvector, for --store pgvector",
+    )
+    parser.add_argument(
+        "--scale-chunks", type=int, default=10_000, help="size of the scale test; 0: none"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of all questions timed")
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args(argv)
+
+    one_thread_per_library()
+    args.pinned = pin_to_one_core()
+    started = time.perf_counter()
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    figures = asyncio.run(measure(args))
+    if load_at_start is not None:
+        figures["load_average"] = [load_at_start, os.getloadavg()[0]]
+    figures["core"] = args.pinned[0]
+    figures["seconds"] = time.perf_counter() - started
+    figures["targets"] = TARGETS
+    questions = load_questions()
+    print(report(figures, questions))
+    print(f"\n(benchmark ran {figures['seconds']:.0f} s)")
+    if args.out:
+        args.out.write_text(json.dumps(figures, indent=2, ensure_ascii=False))
+        print(f"figures written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
