@@ -891,7 +891,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax = axes[0][0]
     rates = [r["rate"] for r in rounds]
     for key, label, style in (
-        ("ack_ms", "Parley", "o-"),
+        ("ack_ms", "Parley under load", "o-"),
+        ("ingress_alone_ack_ms", "Parley, workers paused", "^-."),
         ("baseline_ack_ms", "bare slack-bolt", "s--"),
     ):
         for q, alpha in (("p50", 1.0), ("p99", 0.5)):
@@ -930,7 +931,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
                     [(i + 1) / len(ordered) for i in range(len(ordered))],
                     label=f"{r['rate']:g}/s",
                 )
-        ax.set(xlabel=unit, ylabel="fraction of messages", title=title)
+        ax.set(xlabel=unit, ylabel="fraction of messages", title=title, xscale="log")
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
