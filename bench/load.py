@@ -853,8 +853,13 @@ def table(report: dict[str, Any]) -> str:
     width = max(len(label) for label, _, _ in rows) + 2
     col = max(16, *(len(v) + 2 for _, values, _ in rows for v in values))
     lines = [
-        f"Parley load benchmark: {cfg['workers']} workers x {cfg['worker_concurrency']}, "
-        f"TGI emulator TTFT {cfg['ttft'] * 1000:.0f} ms, {cfg['token_interval'] * 1000:.0f} "
+        "Parley load benchmark: "
+        + (
+            f"Parley at {cfg['target']}, "
+            if cfg["target"]
+            else f"{cfg['workers']} workers x {cfg['worker_concurrency']}, "
+        )
+        + f"TGI emulator TTFT {cfg['ttft'] * 1000:.0f} ms, {cfg['token_interval'] * 1000:.0f} "
         f"ms/token, {cfg['tokens']} tokens, batch <= {cfg['max_batch']}; "
         f"{report['machine']['cpus']} CPUs, {cfg['duration']:g} s per rate",
         "".ljust(width) + "".join(h.rjust(col) for h in heads) + "   target",
