@@ -13,7 +13,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from parley import admin_cli
+from parley import admin_cli, knowledge_cli
 from parley.logs import configure as configure_logging
 from parley.settings import Settings, SettingsError, load_settings
 
@@ -49,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "doctor", help="check Redis, the broker, the model server, Slack and Teams; say how to fix"
     )
     admin_cli.add_parsers(commands)
+    knowledge_cli.add_parser(commands)
     args = parser.parse_args(argv)
 
     if args.command == "keygen":
@@ -56,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(generate_key())
         return 0
+    if args.command == knowledge_cli.COMMAND:  # needs no encryption key
+        return knowledge_cli.run(args)
     try:
         settings = load_settings()
         settings.require_encryption_key()

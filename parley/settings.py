@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -181,6 +182,44 @@ class Settings(BaseSettings):
     )
     memory_max_turns: int = Field(200, ge=2, validation_alias=_env("PARLEY_MEMORY_MAX_TURNS"))
 
+    # Knowledge (`parley ingest`, knowledge/)
+    # faiss: an index per knowledge base in PARLEY_KNOWLEDGE_DIR on this host; pgvector:
+    # PostgreSQL, shared by several hosts (PARLEY_KNOWLEDGE_DATABASE_URL).
+    knowledge_store: Literal["faiss", "pgvector"] = Field(
+        "faiss", validation_alias=_env("PARLEY_KNOWLEDGE_STORE")
+    )
+    knowledge_dir: Path = Field(
+        Path("knowledge-data"), validation_alias=_env("PARLEY_KNOWLEDGE_DIR")
+    )
+    knowledge_database_url: SecretStr | None = Field(
+        None, validation_alias=_env("PARLEY_KNOWLEDGE_DATABASE_URL")
+    )
+    # local: the packaged MiniLM in each process; tei: a Text Embeddings Inference server;
+    # hashing: tests and demos only (spelling, not meaning).
+    embeddings: Literal["local", "tei", "hashing"] = Field(
+        "local", validation_alias=_env("PARLEY_EMBEDDINGS")
+    )
+    # A sentence-transformers folder; unset: the packaged all-MiniLM-L6-v2.
+    embeddings_model: Path | None = Field(None, validation_alias=_env("PARLEY_EMBEDDINGS_MODEL"))
+    # Languages the embedding model understands (ISO 639-1, comma-separated); questions in
+    # others are ranked mostly by BM25.
+    embeddings_languages: str = Field("en", validation_alias=_env("PARLEY_EMBEDDINGS_LANGUAGES"))
+    # CPU threads of the local model; unset: 1 in workers, every core in `parley ingest`.
+    embeddings_threads: int | None = Field(
+        None, ge=1, le=1024, validation_alias=_env("PARLEY_EMBEDDINGS_THREADS")
+    )
+    tei_url: str = Field("http://127.0.0.1:8081", validation_alias=_env("PARLEY_TEI_URL"))
+    # The vector size of the model TEI serves (all-MiniLM-L6-v2: 384).
+    tei_dimension: int = Field(384, ge=1, le=65536, validation_alias=_env("PARLEY_TEI_DIMENSION"))
+    # Chunks: a budget of approximate tokens (about 1.2 per English word) and the overlap
+    # between consecutive chunks of one section.
+    knowledge_chunk_tokens: int = Field(
+        200, ge=32, le=4096, validation_alias=_env("PARLEY_KNOWLEDGE_CHUNK_TOKENS")
+    )
+    knowledge_chunk_overlap: int = Field(
+        40, ge=0, validation_alias=_env("PARLEY_KNOWLEDGE_CHUNK_OVERLAP")
+    )
+
     # Administration
     # The Slack slash command, as registered in the app manifest.
     slack_command: str = Field(
@@ -308,6 +347,64 @@ class Settings(BaseSettings):
                 "PARLEY_GENERATION_TIMEOUT + retry delays), or slow answers are started twice"
             )
         return self
+
+    @field_validator(
+        "knowledge_database_url", "embeddings_model", "embeddings_threads", mode="before"
+    )
+    @classmethod
+    def _knowledge_empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("knowledge_database_url")
+    @classmethod
+    def _check_knowledge_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parsed = urlsplit(value.get_secret_value())
+            if parsed.scheme not in ("postgresql", "postgres") or not parsed.path.strip("/"):
+                raise ValueError(
+                    "must be a PostgreSQL URL with a database, e.g. "
+                    "postgresql://parley:secret@db.internal:5432/parley"
+                )
+        return value
+
+    @field_validator("tei_url")
+    @classmethod
+    def _check_tei_url(cls, value: str) -> str:
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                f"{value!r} is not an http(s) URL; write the TEI server's root, e.g. "
+                "http://tei:80 or http://127.0.0.1:8081"
+            )
+        return value
+
+    @field_validator("embeddings_languages")
+    @classmethod
+    def _check_embeddings_languages(cls, value: str) -> str:
+        for code in _split_list(value):
+            if len(code) != 2 or not code.isalpha():
+                raise ValueError(
+                    f"{code!r} is not a two-letter language code; write e.g. en or en,es"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _check_knowledge(self) -> Settings:
+        if self.knowledge_store == "pgvector" and self.knowledge_database_url is None:
+            raise ValueError(
+                "PARLEY_KNOWLEDGE_STORE=pgvector needs PARLEY_KNOWLEDGE_DATABASE_URL "
+                "(postgresql://user:password@host:5432/database), or use the default faiss"
+            )
+        if self.knowledge_chunk_overlap >= self.knowledge_chunk_tokens:
+            raise ValueError(
+                "PARLEY_KNOWLEDGE_CHUNK_OVERLAP must be smaller than PARLEY_KNOWLEDGE_CHUNK_TOKENS "
+                f"({self.knowledge_chunk_overlap} >= {self.knowledge_chunk_tokens})"
+            )
+        return self
+
+    @property
+    def embeddings_language_set(self) -> frozenset[str]:
+        return frozenset(code.lower() for code in _split_list(self.embeddings_languages))
 
     @property
     def slack_enabled(self) -> bool:
