@@ -1,0 +1,50 @@
+"""A fake Hugging Face Text Embeddings Inference (TEI) server: POST /embed over real HTTP.
+
+It answers TEI's wire format: {"inputs": str | [str], "normalize": bool, "truncate": bool}
+in, a JSON list of vectors out; batches above `max_batch` get TEI's 413-style refusal (TEI
+answers 413 with {"error", "error_type": "Validation"}). Vectors come from the hashing
+embedder so they are deterministic. `fail_next` answers the next requests with these HTTP
+statuses instead; `dimension_override` sends vectors of another size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from knowledge.embeddings import HashingEmbedder
+from tests.fakes.server import BackgroundServer
+
+
+class FakeTEI(BackgroundServer):
+    def __init__(self, dimension: int = 64, max_batch: int = 32) -> None:
+        self.embedder = HashingEmbedder(dimension)
+        self.max_batch = max_batch
+        self.fail_next: list[int] = []
+        self.dimension_override: int | None = None
+        self.requests: list[dict[str, Any]] = []
+        app = web.Application()
+        app.router.add_post("/embed", self._embed)
+        super().__init__(app)
+
+    async def _embed(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(body)
+        if self.fail_next:
+            status = self.fail_next.pop(0)
+            return web.json_response(
+                {"error": "overloaded", "error_type": "Overloaded"}, status=status
+            )
+        inputs = body["inputs"]
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if len(texts) > self.max_batch:
+            return web.json_response(
+                {"error": f"batch size {len(texts)} > maximum allowed batch size {self.max_batch}",
+                 "error_type": "Validation"},
+                status=413,
+            )  # fmt: skip
+        vectors = [self.embedder.embed_one(text) for text in texts]
+        if self.dimension_override is not None:
+            vectors = [v[: self.dimension_override] for v in vectors]
+        return web.json_response(vectors)

@@ -1,0 +1,85 @@
+"""Fixtures of the knowledge tests: a PostgreSQL schema of their own, corpora on disk."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+
+import pytest
+
+from knowledge.base import Embedder
+from knowledge.faiss_store import FaissRetriever, FaissStore
+
+PG_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+WriteFiles = Callable[[Mapping[str, str | bytes]], Path]
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> WriteFiles:
+    """Write {relative path: text or bytes} under tmp_path/docs (again: overwrite, add)."""
+    root = tmp_path / "docs"
+    root.mkdir()
+
+    def write(files: Mapping[str, str | bytes]) -> Path:
+        for name, content in files.items():
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                path.write_bytes(content)
+            else:
+                path.write_text(content, encoding="utf-8")
+        return root
+
+    return write
+
+
+@pytest.fixture
+def faiss_root(tmp_path: Path) -> Path:
+    return tmp_path / "knowledge-data"
+
+
+@pytest.fixture
+def store(faiss_root: Path) -> FaissStore:
+    return FaissStore(faiss_root)
+
+
+def retriever_for(root: Path, embedder: Embedder) -> FaissRetriever:
+    """A retriever whose dense signal counts in both languages (the hashing embedder's
+    letter trigrams know no language)."""
+    return FaissRetriever(root, embedder, dense_languages=("en", "es"))
+
+
+@pytest.fixture
+async def pg_schema() -> AsyncIterator[str]:
+    """A fresh schema in the real PostgreSQL (dropped afterwards), with pgvector available.
+
+    Skips only when the server lacks the extension (.ci/run installs it); fails when the
+    server is not running, as the Redis fixture does."""
+    import psycopg
+
+    try:
+        conn = await psycopg.AsyncConnection.connect(PG_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not running at {PG_URL} ({exc}). Start it: pg_ctlcluster "
+            "--skip-systemctl-redirect 15 main start (.ci/run does this)."
+        )
+    schema = f"parley_test_{uuid.uuid4().hex[:12]}"
+    try:
+        available = await (
+            await conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
+        ).fetchone()
+        if available is None:
+            pytest.skip(
+                "the pgvector extension is not installed in the local PostgreSQL; install it "
+                "(Debian: postgresql-15-pgvector, or .ci/run, which builds Debian's package "
+                "where the release lacks it)"
+            )
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        yield schema
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()

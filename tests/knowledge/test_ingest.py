@@ -1,0 +1,221 @@
+"""Ingest into FAISS on disk: every file type, bad files, changes, deletions, atomicity."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from knowledge.base import EmbeddingError, KnowledgeError
+from knowledge.embeddings import HashingEmbedder
+from knowledge.faiss_store import CURRENT, FaissStore
+from knowledge.ingest import Progress, ingest_folder
+from knowledge.store import Change, ConcurrentIngest
+from tests.fakes.embedders import CountingEmbedder, FailingEmbedder
+from tests.knowledge.conftest import WriteFiles, retriever_for
+from tests.knowledge.pdf import make_pdf
+
+CORPUS: dict[str, str | bytes] = {
+    "vacation.md": "# Vacation policy\n\n## Carry-over\n\nUp to five unused vacation days carry "
+    "over into the next year.\n\n## Requests\n\nRequest time off in Workday two weeks ahead.\n",
+    "it/vpn.html": "<title>VPN setup</title><h2>Client</h2><p>Install GlobalProtect from the "
+    "Company Portal.</p>",
+    "it/lost-devices.txt": "Report a lost laptop to security within 24 hours.\n",
+    "travel.pdf": make_pdf([["Meals are reimbursed up to 60 euros per day."]], title="Travel"),
+    "notes/.hidden.md": "# Secret\n\nnot ingested\n",
+    "diagram.png": b"\x89PNG\r\n",
+}
+
+
+async def test_every_file_type_is_ingested_and_found_with_its_citation(
+    docs: WriteFiles, store: FaissStore, faiss_root: Path
+) -> None:
+    folder = docs(CORPUS)
+    seen: list[Progress] = []
+    report = await ingest_folder(
+        folder, "handbook", store=store, embedder=HashingEmbedder(), progress=seen.append
+    )
+    assert report.added == ["it/lost-devices.txt", "it/vpn.html", "travel.pdf", "vacation.md"]
+    assert [(s.source, s.reason) for s in report.skipped] == [
+        ("diagram.png", "unsupported file type .png")
+    ]
+    assert report.committed
+    assert report.chunks_total == report.chunks_added == 5
+    assert not report.nothing_read
+    stages = [p.stage for p in seen]
+    assert stages[0] == "reading"
+    assert stages[-1] == "done"
+    assert {"embedding", "writing"} <= set(stages)
+    assert seen[-2] == Progress("writing", 1, 1)
+
+    retriever = retriever_for(faiss_root, HashingEmbedder())
+    assert await retriever.knowledge_bases() == ["handbook"]
+    (top,) = await retriever.search("How many vacation days carry over?", ["handbook"], 1)
+    assert (top.kb, top.title, top.section, top.source) == (
+        "handbook", "Vacation policy", "Carry-over", "vacation.md",
+    )  # fmt: skip
+    assert top.text.startswith("Up to five unused vacation days")
+    (pdf,) = await retriever.search("meals reimbursed euros per day", ["handbook"], 1)
+    assert (pdf.source, pdf.title, pdf.section) == ("travel.pdf", "Travel", "Page 1")
+    (html,) = await retriever.search("install GlobalProtect", ["handbook"], 1)
+    assert (html.source, html.title, html.section) == ("it/vpn.html", "VPN setup", "Client")
+
+
+async def test_bad_files_are_reported_by_name_and_skipped(
+    docs: WriteFiles, store: FaissStore
+) -> None:
+    folder = docs(
+        {
+            "good.md": "# Good\n\nReadable text.\n",
+            "empty.md": "",
+            "latin1.txt": "Días de vacaciones".encode("latin-1"),
+            "broken.pdf": b"%PDF-1.7\n1 0 obj <<",
+        }
+    )
+    report = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    assert report.added == ["good.md"]
+    reasons = {s.source: s.reason for s in report.skipped}
+    assert set(reasons) == {"broken.pdf", "empty.md", "latin1.txt"}
+    assert reasons["empty.md"] == "empty"
+    assert reasons["latin1.txt"].startswith("not valid UTF-8 text")
+    assert reasons["broken.pdf"].startswith("unreadable PDF")
+
+
+async def test_reingest_touches_only_what_changed_and_removes_what_was_deleted(
+    docs: WriteFiles, store: FaissStore, faiss_root: Path
+) -> None:
+    folder = docs(CORPUS)
+    first = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    before = {c.source: c.chunk_id for c in store.load("kb").chunks}  # type: ignore[union-attr]
+
+    again = CountingEmbedder()
+    same = await ingest_folder(folder, "kb", store=store, embedder=again)
+    assert same.unchanged == first.added
+    assert not same.committed
+    assert again.texts == []
+    assert same.version == first.version
+
+    docs({"vacation.md": "# Vacation policy\n\n## Carry-over\n\nUp to ten days carry over.\n"})
+    (folder / "it" / "lost-devices.txt").unlink()
+    counting = CountingEmbedder()
+    report = await ingest_folder(folder, "kb", store=store, embedder=counting)
+    assert report.updated == ["vacation.md"]
+    assert report.removed == ["it/lost-devices.txt"]
+    assert report.unchanged == ["it/vpn.html", "travel.pdf"]
+    assert report.added == []
+    assert len(counting.texts) == 1
+    assert "Up to ten days" in counting.texts[0]
+    assert report.chunks_added == 1
+    assert report.chunks_removed == 3
+    assert report.chunks_total == 3
+    assert report.version != first.version
+
+    after = {c.source: c.chunk_id for c in store.load("kb").chunks}  # type: ignore[union-attr]
+    assert "it/lost-devices.txt" not in after
+    assert after["travel.pdf"] == before["travel.pdf"]  # untouched chunks keep their ids
+    retriever = retriever_for(faiss_root, HashingEmbedder())
+    found = await retriever.search("lost laptop security", ["kb"], 5)
+    assert all(p.source != "it/lost-devices.txt" for p in found)
+
+
+async def test_a_previously_indexed_file_that_turns_bad_keeps_its_old_version(
+    docs: WriteFiles, store: FaissStore, faiss_root: Path
+) -> None:
+    folder = docs({"a.md": "# A\n\nThe printer code is 4711.\n", "b.md": "# B\n\nOther.\n"})
+    await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    docs({"a.md": "The printer code is 4712.".encode("utf-16")})
+    report = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    (skipped,) = report.skipped
+    assert skipped.source == "a.md"
+    assert skipped.kept_previous
+    assert report.removed == []
+    assert report.chunks_total == 2
+    found = await retriever_for(faiss_root, HashingEmbedder()).search("printer code", ["kb"], 1)
+    assert "4711" in found[0].text
+
+
+async def test_when_nothing_can_be_read_nothing_changes(
+    docs: WriteFiles, store: FaissStore, tmp_path: Path
+) -> None:
+    folder = docs({"a.md": "# A\n\nText.\n"})
+    first = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    empty = tmp_path / "unmounted"
+    empty.mkdir()
+    report = await ingest_folder(empty, "kb", store=store, embedder=HashingEmbedder())
+    assert report.nothing_read
+    assert not report.committed
+    assert report.removed == []
+    assert store.current("kb") == first.version
+    assert report.chunks_total == 1
+    with pytest.raises(KnowledgeError, match="is not a folder"):
+        await ingest_folder(tmp_path / "missing", "kb", store=store, embedder=HashingEmbedder())
+    with pytest.raises(KnowledgeError, match="is not a knowledge base name"):
+        await ingest_folder(folder, "../etc", store=store, embedder=HashingEmbedder())
+
+
+async def test_a_failing_ingest_leaves_the_old_index_whole_and_usable(
+    docs: WriteFiles, store: FaissStore, faiss_root: Path
+) -> None:
+    folder = docs(CORPUS)
+    first = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    retriever = retriever_for(faiss_root, HashingEmbedder())
+    before = await retriever.search("vacation days", ["kb"], 3)
+
+    docs({f"new-{i}.md": f"# New {i}\n\nFresh text number {i}.\n" for i in range(100)})
+    with pytest.raises(EmbeddingError):
+        await ingest_folder(folder, "kb", store=store, embedder=FailingEmbedder(allowed=64))
+    assert store.current("kb") == first.version
+    assert [p.name for p in (faiss_root / "kb").iterdir() if p.name.startswith(".tmp")] == []
+    retriever.cache.size = 0  # ask the index itself, not the cache
+    assert await retriever.search("vacation days", ["kb"], 3) == before
+
+    # A crash while writing the generation leaves a temporary folder; the next commit clears it.
+    stale = faiss_root / "kb" / ".tmp-crashed"
+    stale.mkdir()
+    report = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    assert report.committed
+    assert not stale.exists()
+    generations = [p for p in (faiss_root / "kb").iterdir() if p.is_dir()]
+    assert len(generations) == 2  # the live one and the one before, for readers mid-load
+
+
+async def test_commits_based_on_a_stale_version_are_refused(
+    docs: WriteFiles, store: FaissStore
+) -> None:
+    folder = docs({"a.md": "# A\n\nText.\n"})
+    await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    manifest = await store.manifest("kb")
+    assert manifest is not None
+    stale = Change(manifest=manifest, replaced=frozenset(), base_version="an-older-version")
+    with pytest.raises(ConcurrentIngest, match="run it again"):
+        await store.commit("kb", stale)
+
+
+async def test_concurrent_ingests_of_one_knowledge_base_do_not_corrupt_it(
+    docs: WriteFiles, store: FaissStore, faiss_root: Path
+) -> None:
+    folder = docs({f"doc-{i}.md": f"# Doc {i}\n\nBody {i}.\n" for i in range(20)})
+    results = await asyncio.gather(
+        *(ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder()) for _ in range(3)),
+        return_exceptions=True,
+    )
+    assert any(not isinstance(r, BaseException) for r in results)
+    assert all(not isinstance(r, BaseException) or isinstance(r, ConcurrentIngest) for r in results)
+    generation = store.load("kb")
+    assert generation is not None
+    assert len(generation.chunks) == 20
+    assert (faiss_root / "kb" / CURRENT).read_text().strip() == generation.name
+
+
+async def test_another_embedder_re_embeds_everything(docs: WriteFiles, store: FaissStore) -> None:
+    folder = docs({"a.md": "# A\n\nText a.\n", "b.md": "# B\n\nText b.\n"})
+    await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder(64))
+    counting = CountingEmbedder(HashingEmbedder(128))
+    report = await ingest_folder(folder, "kb", store=store, embedder=counting)
+    assert report.updated == ["a.md", "b.md"]
+    assert len(counting.texts) == 2
+    manifest = await store.manifest("kb")
+    assert manifest is not None
+    assert manifest.dimension == 128
+    assert manifest.embedder == "hashing-128"

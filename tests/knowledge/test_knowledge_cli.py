@@ -1,0 +1,143 @@
+"""`parley ingest`: the summary, the exit status, the progress bar; the Knowledge settings."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from knowledge.embeddings import HashingEmbedder, LocalEmbedder, TeiEmbedder
+from knowledge.factory import create_embedder, create_retriever, create_store
+from knowledge.faiss_store import FaissRetriever, FaissStore
+from knowledge.ingest import Progress
+from knowledge.pgvector_store import PgRetriever, PgStore
+from parley.cli import main
+from parley.knowledge_cli import ProgressBar
+from parley.settings import SettingsError, load_settings
+from tests.knowledge.conftest import WriteFiles
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    index = tmp_path / "index"
+    monkeypatch.setenv("PARLEY_KNOWLEDGE_DIR", str(index))
+    monkeypatch.setenv("PARLEY_EMBEDDINGS", "hashing")
+    monkeypatch.delenv("PARLEY_ENCRYPTION_KEY", raising=False)  # ingest needs none
+    return index
+
+
+def test_ingest_prints_a_summary_and_succeeds_despite_bad_files(
+    env: Path, docs: WriteFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = docs(
+        {
+            "vacation.md": "# Vacation\n\nFive days carry over.\n",
+            "vpn.txt": "Use GlobalProtect.\n",
+            "broken.pdf": b"%PDF-1.4 no",
+            "empty.md": "",
+        }
+    )
+    assert main(["ingest", str(folder), "--kb", "hr-policies"]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == (
+        "hr-policies: 2 files read (2 added, 0 updated, 0 unchanged), 0 removed, 2 skipped"
+    )
+    assert "  chunks: 2 added, 0 removed, 2 in the knowledge base" in out
+    assert "  added: vacation.md, vpn.txt" in out
+    assert "  skipped broken.pdf: unreadable PDF" in out
+    assert "  skipped empty.md: empty" in out
+    assert "reading (4)" in err
+    assert "embedding (2)" in err
+    assert (env / "hr-policies" / "CURRENT").is_file()
+
+    (folder / "vpn.txt").unlink()
+    assert main(["ingest", str(folder), "--kb", "hr-policies", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "  removed: vpn.txt" in out
+    assert err == ""
+
+
+def test_ingest_fails_only_when_nothing_could_be_read(
+    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "broken.pdf").write_bytes(b"%PDF-1.4 no")
+    assert main(["ingest", str(empty), "--kb", "kb", "--quiet"]) == 1
+    out, _ = capsys.readouterr()
+    assert f"Nothing could be read from {empty}; the knowledge base is unchanged." in out
+    assert main(["ingest", str(tmp_path / "missing"), "--kb", "kb"]) == 1
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["ingest", str(empty), "--kb", "Bad Name"]) == 2
+    assert "is not a knowledge base name" in capsys.readouterr().err
+
+
+def test_ingest_reports_invalid_settings(
+    env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PARLEY_KNOWLEDGE_STORE", "pgvector")
+    assert main(["ingest", str(tmp_path), "--kb", "kb"]) == 2
+    assert "PARLEY_KNOWLEDGE_STORE=pgvector needs PARLEY_KNOWLEDGE_DATABASE_URL" in (
+        capsys.readouterr().err
+    )
+
+
+def test_the_progress_bar_redraws_one_line_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    bar = ProgressBar(screen)
+    bar(Progress("reading", 0, 2, "a.md"))
+    bar(Progress("reading", 2, 2))
+    bar(Progress("embedding", 5, 10))
+    bar(Progress("done", 1, 1))
+    bar.finish()
+    lines = screen.getvalue().split("\n")
+    assert lines[0].startswith("\rreading   [")
+    assert lines[0].rstrip().endswith("2/2")
+    assert lines[1].startswith("\rembedding [###############...............] 5/10")
+    assert lines[2] == ""
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"knowledge_store": "pgvector"}, "needs PARLEY_KNOWLEDGE_DATABASE_URL"),
+        ({"knowledge_database_url": "mysql://db/parley"}, "must be a PostgreSQL URL"),
+        ({"knowledge_database_url": "postgresql://db"}, "must be a PostgreSQL URL with a database"),
+        ({"tei_url": "tei:80"}, "PARLEY_TEI_URL: Value error, 'tei:80' is not an http"),
+        ({"embeddings": "openai"}, "PARLEY_EMBEDDINGS"),
+        ({"embeddings_languages": "english"}, "not a two-letter language code"),
+        ({"knowledge_chunk_overlap": 200}, "PARLEY_KNOWLEDGE_CHUNK_OVERLAP must be smaller"),
+        ({"knowledge_chunk_tokens": 8}, "PARLEY_KNOWLEDGE_CHUNK_TOKENS"),
+    ],
+)
+def test_knowledge_settings_are_validated_with_clear_messages(
+    overrides: dict[str, object], message: str
+) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(**overrides)
+
+
+def test_factories_build_what_the_settings_name(tmp_path: Path) -> None:
+    settings = load_settings(knowledge_dir=tmp_path)
+    assert isinstance(create_embedder(settings), LocalEmbedder)
+    assert create_embedder(settings, threads=4).threads == 4  # type: ignore[attr-defined]
+    assert isinstance(create_store(settings), FaissStore)
+    hashing = load_settings(knowledge_dir=tmp_path, embeddings="hashing")
+    assert isinstance(create_embedder(hashing), HashingEmbedder)
+    assert isinstance(create_retriever(hashing), FaissRetriever)
+    tei = load_settings(embeddings="tei", tei_url="http://tei:80", tei_dimension=768)
+    embedder = create_embedder(tei)
+    assert isinstance(embedder, TeiEmbedder)
+    assert embedder.dimension == 768
+    pg = load_settings(
+        knowledge_store="pgvector",
+        knowledge_database_url="postgresql://parley@db:5432/parley",
+        embeddings="hashing",
+    )
+    assert isinstance(create_store(pg), PgStore)
+    assert isinstance(create_retriever(pg), PgRetriever)  # connects at its first search only

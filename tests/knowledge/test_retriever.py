@@ -1,0 +1,128 @@
+"""FaissRetriever: reloads after a re-ingest, caches, keeps knowledge bases apart, ranks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from knowledge.base import Embedder, KnowledgeError, Passage
+from knowledge.embeddings import HashingEmbedder
+from knowledge.faiss_store import FaissStore
+from knowledge.ingest import ingest_folder
+from tests.fakes.embedders import ConstantEmbedder, CountingEmbedder
+from tests.knowledge.conftest import WriteFiles, retriever_for
+
+HR = {
+    "vacation.md": "# Vacation\n\n## Carry-over\n\nFive unused vacation days carry over.\n",
+    "vacaciones.md": "# Vacaciones\n\n## Traslado\n\nSe pueden trasladar cinco días de "
+    "vacaciones no disfrutados al año siguiente.\n",
+    "gastos.md": "# Gastos\n\nLos informes de gastos se envían en Concur con los recibos.\n",
+    "expenses.md": "# Expenses\n\nSubmit expense reports in Concur with itemized receipts.\n",
+}
+IT = {
+    "vpn.md": "# VPN\n\nOpen GlobalProtect and sign in with your company account.\n",
+    "impresora.md": "# Impresora\n\nPara añadir la impresora, abre Configuración y elige "
+    "PRN-PLANTA2.\n",
+}
+
+
+async def _ingest(root: Path, folder: Path, kb: str, embedder: Embedder | None = None) -> None:
+    embedder = embedder if embedder is not None else HashingEmbedder()
+    await ingest_folder(folder, kb, store=FaissStore(root), embedder=embedder)
+
+
+async def test_a_running_retriever_sees_a_reingest_without_restart(
+    docs: WriteFiles, faiss_root: Path
+) -> None:
+    folder = docs({"wifi.md": "# Wi-Fi\n\nThe guest network password is SUNFLOWER.\n"})
+    await _ingest(faiss_root, folder, "it")
+    embedder = CountingEmbedder()
+    retriever = retriever_for(faiss_root, embedder)
+    (first,) = await retriever.search("guest wifi password", ["it"], 1)
+    assert "SUNFLOWER" in first.text
+
+    # Asked again: the cache answers, the question is not embedded again.
+    assert await retriever.search("guest wifi password", ["it"], 1) == [first]
+    assert embedder.calls == 1
+
+    docs({"wifi.md": "# Wi-Fi\n\nThe guest network password is TULIP.\n"})
+    await _ingest(faiss_root, folder, "it")
+    (second,) = await retriever.search("guest wifi password", ["it"], 1)
+    assert "TULIP" in second.text
+    assert second.chunk_id != first.chunk_id
+    assert embedder.calls == 2  # a new version is never answered from the cache
+
+
+async def test_the_cache_is_a_small_lru(docs: WriteFiles, faiss_root: Path) -> None:
+    await _ingest(faiss_root, docs(IT), "it")
+    embedder = CountingEmbedder()
+    retriever = retriever_for(faiss_root, embedder)
+    retriever.cache.size = 2
+    for question in ("vpn", "printer", "vpn", "account", "printer"):
+        await retriever.search(question, ["it"], 2)
+    assert len(retriever.cache) == 2
+    # vpn (hit), account evicts printer, printer again is a miss: 4 embeddings for 5 searches.
+    assert embedder.calls == 4
+
+
+async def test_a_channel_only_gets_the_knowledge_bases_it_asks_for(
+    docs: WriteFiles, tmp_path: Path, faiss_root: Path
+) -> None:
+    hr = docs(HR)
+    it = tmp_path / "it"
+    it.mkdir()
+    for name, text in IT.items():
+        (it / name).write_text(text, encoding="utf-8")
+    await _ingest(faiss_root, hr, "hr-policies")
+    await _ingest(faiss_root, it, "it-runbooks")
+    retriever = retriever_for(faiss_root, HashingEmbedder())
+    assert await retriever.knowledge_bases() == ["hr-policies", "it-runbooks"]
+
+    only_hr = await retriever.search("How do I sign in to the VPN?", ["hr-policies"], 10)
+    assert only_hr
+    assert {p.kb for p in only_hr} == {"hr-policies"}
+    both = await retriever.search("How do I sign in to the VPN?", ["hr-policies", "it-runbooks"], 3)
+    assert both[0].kb == "it-runbooks"
+    assert both[0].source == "vpn.md"
+    assert [p.score for p in both] == sorted((p.score for p in both), reverse=True)
+    assert all(0.0 <= p.score <= 1.0 for p in both)
+
+    assert await retriever.search("vpn", ["no-such-kb"], 3) == []
+    assert await retriever.search("vpn", ["../it-runbooks"], 3) == []
+    assert await retriever.search("vpn", [], 3) == []
+    assert await retriever.search("vpn", ["it-runbooks"], 0) == []
+    assert await retriever.search("   ", ["it-runbooks"], 3) == []
+
+
+async def test_bm25_matches_spanish_questions_to_spanish_passages_and_english_to_english(
+    docs: WriteFiles, faiss_root: Path
+) -> None:
+    """With a dense signal that says nothing, the lexical half alone ranks: stemmed and
+    accent-free terms of each language find their passages."""
+    embedder = ConstantEmbedder()
+    await _ingest(faiss_root, docs(HR), "hr", embedder)
+    retriever = retriever_for(faiss_root, embedder)
+
+    async def top(question: str) -> Passage:
+        return (await retriever.search(question, ["hr"], 4))[0]
+
+    assert (await top("¿Cuántos días de vacaciones puedo trasladar?")).source == "vacaciones.md"
+    assert (await top("¿Cómo envío un informe de gastos?")).source == "gastos.md"
+    assert (await top("How many vacation days carry over?")).source == "vacation.md"
+    assert (await top("How do I submit an expense report?")).source == "expenses.md"
+    # Inflected and unaccented forms still meet: trasladados/trasladar, dias/días.
+    assert (await top("dias trasladados")).source == "vacaciones.md"
+    # A question sharing no term with the documents scores below an answered one.
+    unrelated = await top("¿Dónde está la cafetería?")
+    answered = await top("¿Cuántos días de vacaciones puedo trasladar?")
+    assert unrelated.score < answered.score
+
+
+async def test_an_index_built_by_another_embedder_is_refused_clearly(
+    docs: WriteFiles, faiss_root: Path
+) -> None:
+    await _ingest(faiss_root, docs(IT), "it", HashingEmbedder(64))
+    retriever = retriever_for(faiss_root, HashingEmbedder(128))
+    with pytest.raises(KnowledgeError, match="re-ingest it"):
+        await retriever.search("vpn", ["it"], 3)
