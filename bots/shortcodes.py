@@ -19,6 +19,7 @@ SHORTCODES = {
     ":speech_balloon:": "💬",
     ":memo:": "📝",
     ":books:": "📚",
+    ":mag:": "🔍",
     ":leftwards_arrow_with_hook:": "↩️",
     ":gear:": "⚙️",
     ":wastebasket:": "🗑️",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from celery import Celery
 from redis.asyncio import Redis
 
+from admin.commands import KnowledgeBases
 from admin.health import service_health
 from admin.setup import Admin, create_admin
 from llm.base import ChatModel
@@ -46,13 +47,23 @@ class Ingress:
         await self.redis.aclose()
 
 
+def _knowledge_bases(settings: Settings) -> KnowledgeBases | None:
+    """What `kb list` and `kb use` offer: the ingested knowledge bases (no model is loaded
+    to list them); None without the `knowledge` extra."""
+    try:
+        from knowledge.factory import create_store
+    except ImportError:
+        return None
+    return create_store(settings).knowledge_bases
+
+
 def create_ingress(settings: Settings, *, max_connections: int = 256) -> Ingress:
     from llm.factory import create_model
 
     celery = create_celery(settings)
     redis = redis_client(settings, max_connections=max_connections)
     model = create_model(settings)
-    admin = create_admin(settings, redis, model.server_info)
+    admin = create_admin(settings, redis, model.server_info, _knowledge_bases(settings))
     sealer = Sealer(settings.require_encryption_key())
     intake = QueueIntake(
         redis,

@@ -240,6 +240,14 @@ class Settings(BaseSettings):
     direct_messages: Literal["allow", "deny"] = Field(
         "allow", validation_alias=_env("PARLEY_DIRECT_MESSAGES")
     )
+    # Grounded answers (channels that use a knowledge base, `kb use`): how many passages
+    # the model gets, the relevance below which a passage does not count, and who to ask
+    # when the documents do not cover a question ("#it-help", "the HR team").
+    knowledge_top_k: int = Field(3, ge=1, le=10, validation_alias=_env("PARLEY_KNOWLEDGE_TOP_K"))
+    knowledge_min_score: float = Field(
+        0.5, ge=0.0, le=1.0, validation_alias=_env("PARLEY_KNOWLEDGE_MIN_SCORE")
+    )
+    knowledge_handoff: str = Field("", validation_alias=_env("PARLEY_KNOWLEDGE_HANDOFF"))
     # The audit log keeps about this many newest entries.
     audit_max_entries: int = Field(
         100_000, ge=100, validation_alias=_env("PARLEY_AUDIT_MAX_ENTRIES")

@@ -26,6 +26,7 @@ from guardrails.injection import InjectionFinding, detect_injection
 from guardrails.limits import RateLimiter, check_size
 from guardrails.output import sanitize_answer
 from guardrails.policy import harden_system_prompt, refusal_message
+from knowledge.base import Retriever
 from llm.base import (
     ChatMessage,
     ChatModel,
@@ -42,6 +43,7 @@ from parley.message import InboundMessage
 from privacy.recognizers import redact_secrets
 from privacy.redactor import Redactor, restore_text
 from workers import keys
+from workers.grounding import Grounding, not_covered_message, retrieval_query
 from workers.ledger import ReplyLedger
 from workers.memory import ThreadMemory, Turn
 from workers.ordering import ThreadOrder
@@ -66,6 +68,7 @@ class Outcome(Enum):
     FAILED = "failed"  # the user got a polite failure message
     DUPLICATE = "duplicate"  # another run already finished this message
     UNDELIVERABLE = "undeliverable"  # the platform refused the reply
+    NOT_COVERED = "not_covered"  # the channel's documents do not answer it: said so
     DISABLED = "disabled"  # told that Parley is off in this channel
     SKIPPED = "skipped"  # not written to Parley, in a channel where it is off
 
@@ -93,6 +96,11 @@ MSG_CHANNEL_OFF = (
 MSG_DIRECT_OFF = (
     ":zzz: Parley does not answer direct messages in this workspace. Please ask in a channel "
     "where it is enabled."
+)
+MSG_KNOWLEDGE_DOWN = (
+    ":warning: Sorry, I couldn't search this channel's documents right now, and I only "
+    "answer from them here. Please try again in a few minutes; if this keeps happening, "
+    "tell your Parley admin."
 )
 MSG_INTERNAL = (
     ":warning: Sorry, something went wrong on my side while answering. "
@@ -137,6 +145,10 @@ class Pipeline:
     limiter: RateLimiter
     max_message_chars: int
     injection_action: str  # "flag" or "refuse"
+    retriever: Retriever | None = None  # None: no knowledge package in this worker
+    knowledge_top_k: int = 3
+    knowledge_min_score: float = 0.5
+    knowledge_handoff: str = ""
     _model_id: str | None = field(default=None, init=False)
 
     async def answer(self, message: InboundMessage) -> Outcome:
@@ -203,10 +215,19 @@ class Pipeline:
                 )
             finding = self._screen_injection(key, redaction.text)
             show = await self._display(message.thread_key, policy)
-            user_tokens, prompt = await self._prompt(
-                message.thread_key, redaction.text, policy, finding=finding
-            )
-            text = await self._generate(prompt, reply, show, policy)
+            history = await self.memory.load(message.thread_key)
+            grounding = await self._ground(key, redaction.text, history, policy)
+            if grounding is not None and not grounding.covered:
+                outcome = Outcome.NOT_COVERED
+                text = not_covered_message(grounding.kbs, self.knowledge_handoff)
+                user_tokens, shown = await self.model.count_tokens(redaction.text), text
+            else:
+                outcome = Outcome.ANSWERED
+                user_tokens, prompt, grounding = await self._prompt(
+                    redaction.text, history, policy, grounding, finding=finding
+                )
+                text = await self._generate(prompt, reply, show, policy)
+                shown = show(text, False) + (grounding.sources(text) if grounding else "")
         except AnswerFailed as failure:
             log.warning("message %s: %s", key, failure)
             return await self._fail(message, reply, failure.user_message)
@@ -217,7 +238,7 @@ class Pipeline:
             log.exception("message %s: unexpected error while answering", key)
             return await self._fail(message, reply, MSG_INTERNAL)
         try:
-            await reply.finish(show(text, False))
+            await reply.finish(shown)
         except DeliveryError as exc:
             return await self._undeliverable(message, exc)
         answer_tokens = await self.model.count_tokens(text)
@@ -235,7 +256,7 @@ class Pipeline:
             )
             pipe.sadd(user_threads, message.thread_key)
             pipe.expire(user_threads, self.user_index_ttl)
-            self.ledger.stage_finished(pipe, key, Outcome.ANSWERED.value)
+            self.ledger.stage_finished(pipe, key, outcome.value)
             self.feedback.stage_answer(
                 pipe,
                 platform=message.platform,
@@ -250,11 +271,11 @@ class Pipeline:
                 message.platform,
                 message.tenant,
                 message.channel,
-                Outcome.ANSWERED.value,
+                outcome.value,
                 answer_tokens,
             )
             await pipe.execute()
-        metrics.ANSWERS.labels(message.platform, Outcome.ANSWERED.value).inc()
+        metrics.ANSWERS.labels(message.platform, outcome.value).inc()
         metrics.TOKENS.labels(message.platform, message.channel).inc(answer_tokens)
         answer_s = time.monotonic() - started
         queued_s = max(0.0, time.time() - message.received_at - answer_s)
@@ -266,13 +287,41 @@ class Pipeline:
             extra={
                 "message_key": key,
                 "thread_key": message.thread_key,
-                "outcome": Outcome.ANSWERED.value,
+                "outcome": outcome.value,
                 "answer_seconds": round(answer_s, 3),
                 "queued_seconds": round(queued_s, 3),
                 "answer_tokens": answer_tokens,
             },
         )
-        return Outcome.ANSWERED
+        return outcome
+
+    async def _ground(
+        self, key: str, question: str, history: list[Turn], policy: ChannelPolicy
+    ) -> Grounding | None:
+        """The passages of the channel's knowledge bases that answer the question (none:
+        not covered); None when the channel uses no knowledge base."""
+        if not policy.knowledge_bases:
+            return None
+        if self.retriever is None:
+            raise AnswerFailed(MSG_KNOWLEDGE_DOWN, "knowledge bases are not installed here")
+        earlier = [turn.content for turn in history if turn.role == "user"]
+        query = retrieval_query(question, earlier)
+        try:
+            found = await self.retriever.search(query, policy.knowledge_bases, self.knowledge_top_k)
+        except Exception as exc:
+            metrics.ERRORS.labels(metrics.error_kind(exc)).inc()
+            log.exception("message %s: retrieval failed", key)
+            raise AnswerFailed(MSG_KNOWLEDGE_DOWN, f"retrieval failed: {exc!r}") from exc
+        passages = tuple(p for p in found if p.score >= self.knowledge_min_score)
+        log.info(
+            "message %s: %d of %d passages above %.2f",
+            key,
+            len(passages),
+            len(found),
+            self.knowledge_min_score,
+            extra={"message_key": key, "scores": [round(p.score, 3) for p in found]},
+        )
+        return Grounding(policy.knowledge_bases, passages)
 
     async def _model_name(self) -> str:
         """The model's id as its server reports it, asked once (ratings are kept with it)."""
@@ -319,23 +368,34 @@ class Pipeline:
 
     async def _prompt(
         self,
-        thread_key: str,
         text: str,
+        history: list[Turn],
         policy: ChannelPolicy,
+        grounding: Grounding | None,
         *,
         finding: InjectionFinding | None = None,
-    ) -> tuple[int, list[ChatMessage]]:
-        """System prompt + as much recent history as fits + the new (redacted) message."""
-        system_prompt = harden_system_prompt(
-            f"{policy.system_prompt}\n\n{PLACEHOLDER_NOTE}", finding
-        )
+    ) -> tuple[int, list[ChatMessage], Grounding | None]:
+        """System prompt (with the passages) + as much recent history as fits + the new
+        (redacted) message. The system prompt and the message are never cut; passages are
+        dropped before history, least relevant first, down to the best one."""
         max_new_tokens = policy.params.max_new_tokens
-        system_tokens = await self.model.count_tokens(system_prompt)
         user_tokens = await self.model.count_tokens(text)
-        history = await self.memory.load(thread_key)
         per_message = self.model.prompt_overhead_tokens(1) - self.model.prompt_overhead_tokens(0)
-        fixed = system_tokens + user_tokens + self.model.prompt_overhead_tokens(2)
-        available = self.model.context_tokens - max_new_tokens - fixed
+        history_tokens = sum(turn.tokens + per_message for turn in history)
+        while True:
+            system_prompt = harden_system_prompt(
+                f"{policy.system_prompt}\n\n{PLACEHOLDER_NOTE}"
+                + (f"\n\n{grounding.system_block()}" if grounding else ""),
+                finding,
+            )
+            system_tokens = await self.model.count_tokens(system_prompt)
+            fixed = system_tokens + user_tokens + self.model.prompt_overhead_tokens(2)
+            available = self.model.context_tokens - max_new_tokens - fixed
+            if grounding is None or len(grounding.passages) <= 1:
+                break
+            if available >= history_tokens:
+                break
+            grounding = grounding.without_last()
         if available < 0:
             limit = user_tokens + available
             raise AnswerFailed(msg_too_long(user_tokens, limit), "message exceeds the context")
@@ -346,11 +406,12 @@ class Pipeline:
             history_token_counts=[turn.tokens + per_message for turn in history],
         )
         kept = history[len(history) - keep :] if keep else []
-        return user_tokens, [
+        messages = [
             ChatMessage("system", system_prompt),
             *(ChatMessage(turn.role, turn.content) for turn in kept),
             ChatMessage("user", text),
         ]
+        return user_tokens, messages, grounding
 
     async def _generate(
         self, prompt: list[ChatMessage], reply: Reply, show: Display, policy: ChannelPolicy

@@ -27,6 +27,7 @@ from admin.feedback import FeedbackStore
 from bots.base import Outbound
 from bots.registry import outbound_factory
 from guardrails.limits import RateLimiter
+from knowledge.base import Retriever
 from llm.base import ChatModel
 from llm.factory import create_model
 from llm.retry import RetryPolicy
@@ -119,6 +120,10 @@ class WorkerRuntime:
             limiter=RateLimiter.from_settings(s, redis),
             max_message_chars=s.max_message_chars,
             injection_action=s.injection_action,
+            retriever=_retriever(s),
+            knowledge_top_k=s.knowledge_top_k,
+            knowledge_min_score=s.knowledge_min_score,
+            knowledge_handoff=s.knowledge_handoff,
         )
 
     def _outbound(self, platform: str) -> Outbound:
@@ -138,6 +143,18 @@ class WorkerRuntime:
             await outbound.aclose()
         await pipeline.model.aclose()
         await pipeline.redis.aclose()
+
+
+def _retriever(settings: Settings) -> Retriever | None:
+    """The knowledge bases' retriever; nothing is loaded until a channel that uses one asks.
+    None when the `knowledge` extra is not installed: such channels get a polite failure."""
+    try:
+        from knowledge.factory import create_retriever
+
+        return create_retriever(settings)
+    except ImportError as exc:
+        log.warning("knowledge bases unavailable in this worker (%s); install '.[knowledge]'", exc)
+        return None
 
 
 def _process_name() -> str:

@@ -1,0 +1,77 @@
+"""Grounded answers: passages from the channel's knowledge bases, the instructions that keep
+the model to them, the sources under the answer, and an honest "not covered".
+
+The passages go into the system message, numbered; the model is asked to answer only from
+them and to cite them as [1], [2]. Passages below the relevance threshold never reach the
+model: when none is left, the thread is told the documents do not cover the question and
+who can help, without a model call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from knowledge.base import Passage
+
+GROUNDING_NOTE = (
+    "Answer only from the numbered passages below; they come from the company's own "
+    "documents. Refer to the passages you use as [1], [2] and so on. If they do not contain "
+    "the answer, say that the documents do not cover it; never guess and never add facts "
+    "from elsewhere."
+)
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+@dataclass(frozen=True, slots=True)
+class Grounding:
+    """The passages one question is answered from (none: not covered)."""
+
+    kbs: tuple[str, ...]
+    passages: tuple[Passage, ...]
+
+    @property
+    def covered(self) -> bool:
+        return bool(self.passages)
+
+    def without_last(self) -> Grounding:
+        """The least relevant passage dropped (to fit the context)."""
+        return Grounding(self.kbs, self.passages[:-1])
+
+    def system_block(self) -> str:
+        numbered = (
+            f"[{n}] {_heading(p)}\n{p.text.strip()}" for n, p in enumerate(self.passages, 1)
+        )
+        return GROUNDING_NOTE + "\n\n" + "\n\n".join(numbered)
+
+    def sources(self, answer: str) -> str:
+        """The sources line under an answer: the passages it cites, else all it was given."""
+        cited = {int(n) for n in _CITATION.findall(answer)}
+        shown = [(n, p) for n, p in enumerate(self.passages, 1) if not cited or n in cited] or list(
+            enumerate(self.passages, 1)
+        )
+        items = "; ".join(f"[{n}] {_heading(p)} (`{p.source}`)" for n, p in shown)
+        return f"\n\n**Sources:** {items}"
+
+
+def retrieval_query(question: str, earlier_questions: Sequence[str]) -> str:
+    """What is searched: the question, plus the one before it in the thread, so a short
+    follow-up ("and for part-timers?") still finds its topic."""
+    previous = earlier_questions[-1:] if len(question.split()) < 12 else []
+    return "\n".join([*previous, question])
+
+
+def not_covered_message(kbs: Sequence[str], handoff: str) -> str:
+    names = ", ".join(f"`{kb}`" for kb in kbs)
+    who = f"Please ask {handoff}." if handoff else "A person on your helpdesk can help."
+    return (
+        f":mag: I couldn't find this in the documents I answer from here ({names}), so I "
+        f"won't guess. {who}"
+    )
+
+
+def _heading(passage: Passage) -> str:
+    if passage.section and passage.section != passage.title:
+        return f"{passage.title} — {passage.section}"
+    return passage.title
