@@ -22,6 +22,7 @@ GROUNDING_NOTE = (
     "from elsewhere."
 )
 _CITATION = re.compile(r"\[(\d{1,2})\]")
+SHORT_FOLLOW_UP_WORDS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +57,10 @@ class Grounding:
 
 
 def retrieval_query(question: str, earlier_questions: Sequence[str]) -> str:
-    """What is searched: the question, plus the one before it in the thread, so a short
-    follow-up ("and for part-timers?") still finds its topic."""
-    previous = earlier_questions[-1:] if len(question.split()) < 12 else []
+    """What is searched: the question, plus the one before it in the thread when it is a
+    short follow-up ("and for part-timers?"), so it still finds its topic. Longer questions
+    stand alone: an earlier topic would make a new one look covered."""
+    previous = earlier_questions[-1:] if len(question.split()) < SHORT_FOLLOW_UP_WORDS else []
     return "\n".join([*previous, question])
 
 

@@ -146,6 +146,7 @@ class ConsoleChat:
                 self._last_id = stream_id
                 if event.message_id != message_id:
                     continue  # a late event of an earlier question
+                hinted = True  # a worker has it: no hint about starting one
                 shown, done = self._show(event, shown)
                 if done:
                     return shown
@@ -153,6 +154,8 @@ class ConsoleChat:
         return shown
 
     def _show(self, event: Event, shown: str) -> tuple[str, bool]:
+        if event.op == "open":
+            return shown, False
         if event.op == "append":
             self._out.write(event.text)
             shown += event.text

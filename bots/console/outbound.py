@@ -68,6 +68,7 @@ class ConsoleOutbound:
         if not (isinstance(session, str) and session and isinstance(message_id, str)):
             raise DeliveryError("invalid console reply_to")
         reply = ConsoleReply(self._transport, session, message_id)
+        await reply._send("open", "")
         if resume is not None:
             # A retried run starts the text over: the terminal replaces what it showed.
             await reply._send("replace", "")

@@ -17,7 +17,7 @@ TENANT = "local"
 CHANNEL = "console"
 STREAM_TTL_SECONDS = 3600
 
-Op = Literal["append", "replace", "final", "fail"]
+Op = Literal["open", "append", "replace", "final", "fail"]
 
 
 def stream_key(session: str) -> str:
@@ -26,7 +26,9 @@ def stream_key(session: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    op: Op  # append: text extends what is shown; replace: show text instead; final/fail: done
+    # open: a worker took the question; append: text extends what is shown; replace: show
+    # text instead; final/fail: done
+    op: Op
     text: str
     message_id: str
 
