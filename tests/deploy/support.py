@@ -47,6 +47,16 @@ SERIES = (
     | {"up"}
 )
 
+# The TEI image and model the deployments run, and that model's vector size: it must equal
+# PARLEY_TEI_DIMENSION, and matches Parley's packaged default (all-MiniLM-L6-v2), so a
+# knowledge base ingested with either embedder has vectors of the same size.
+TEI_IMAGE = "ghcr.io/huggingface/text-embeddings-inference"
+TEI_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+TEI_MODEL_DIMENSION = 384
+# Where the image keeps the FAISS knowledge bases (Dockerfile: PARLEY_KNOWLEDGE_DIR, owned
+# by the unprivileged user); compose and Kubernetes mount their volumes there.
+KNOWLEDGE_DIR = "/var/lib/parley/knowledge"
+
 # Environment variables that are not Parley settings but are read by what the deployment
 # runs: TGI's Hugging Face token, and the workers' metrics port (being added to
 # parley/settings.py with the /metrics work; README.md, "Monitoring").

@@ -15,8 +15,12 @@ import yaml
 from compose_spec import PyCompose
 
 from tests.deploy.support import (
+    KNOWLEDGE_DIR,
     NON_SETTINGS_ENV,
     REPO,
+    TEI_IMAGE,
+    TEI_MODEL,
+    TEI_MODEL_DIMENSION,
     load_yaml,
     run,
     run_failing,
@@ -99,6 +103,7 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     config = yaml.safe_load(compose_config(project))
     assert set(config["services"]) == {
         "tgi",
+        "tei",
         "redis",
         "bot",
         "worker",
@@ -149,6 +154,7 @@ def test_compose_spec_validates_the_file() -> None:
     ("service", "key", "bad"),
     [
         ("tgi", "shm_sise", "1g"),
+        ("tei", "healthcheck", {"test": ["CMD", "true"], "retries": "four"}),
         ("worker", "deploy", {"replicas": "two"}),
         ("bot", "healthcheck", {"test": ["CMD", "true"], "interval": "15x"}),
         ("bot", "depends_on", {"redis": {"condition": "healthy"}}),
@@ -241,11 +247,18 @@ def test_every_service_restarts_checks_its_health_and_waits_for_what_it_needs() 
     assert svc["bot"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert svc["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert svc["worker"]["depends_on"]["tgi"]["condition"] == "service_healthy"
+    assert svc["worker"]["depends_on"]["tei"]["condition"] == "service_healthy"
 
 
 def test_optional_profiles_and_their_files() -> None:
     svc = services()
-    assert {n for n, s in svc.items() if "profiles" not in s} == {"tgi", "redis", "bot", "worker"}
+    assert {n for n, s in svc.items() if "profiles" not in s} == {
+        "tgi",
+        "tei",
+        "redis",
+        "bot",
+        "worker",
+    }
     assert svc["prometheus"]["profiles"] == ["monitoring"]
     assert svc["grafana"]["profiles"] == ["monitoring"]
     assert svc["flower"]["profiles"] == ["flower"]
@@ -258,3 +271,49 @@ def test_optional_profiles_and_their_files() -> None:
         for port in service.get("ports", []):
             if service.get("profiles"):
                 assert port.startswith("127.0.0.1:"), "monitoring UIs stay on localhost"
+
+
+def test_tei_serves_the_embedding_model_parley_expects() -> None:
+    svc = services()
+    tei = svc["tei"]
+    image, _, tag = tei["image"].rpartition(":")
+    assert image == TEI_IMAGE
+    # The CPU build (no GPU is reserved for it), pinned to a release, never latest.
+    assert re.fullmatch(r"cpu-\d+\.\d+(\.\d+)?", tag), tag
+    assert "deploy" not in tei, "TEI runs on CPU: the GPU stays TGI's"
+    flags = command_flags(tei)
+    assert flags["model-id"] == TEI_MODEL
+    # Bound to every address ($HOSTNAME would be the container's address only, which the
+    # health check on 127.0.0.1 would miss).
+    assert flags["hostname"] == "0.0.0.0"
+    # Parley's TeiEmbedder sends at most 32 texts per request.
+    assert int(flags.get("max-client-batch-size", 32)) >= 32
+    weights = [v for v in tei["volumes"] if v.endswith(":/data")]
+    assert weights, "a volume for the weights"
+    assert weights[0].split(":")[0] in resolved()["volumes"], "a named volume"
+    assert tei["healthcheck"]["test"][-1] == f"http://127.0.0.1:{flags['port']}/health"
+    assert "ports" not in tei, "only the compose network reaches TEI"
+    for name in ("bot", "worker"):
+        env = svc[name]["environment"]
+        assert env["PARLEY_EMBEDDINGS"] == "tei", name
+        assert env["PARLEY_TEI_URL"] == f"http://tei:{flags['port']}", name
+        assert int(env["PARLEY_TEI_DIMENSION"]) == TEI_MODEL_DIMENSION, name
+        # The store is the operator's choice (.env): faiss by default, or pgvector.
+        assert "PARLEY_KNOWLEDGE_STORE" not in env, name
+
+
+def test_knowledge_bases_live_on_a_volume_workers_write_and_the_bot_reads() -> None:
+    svc = services()
+    mounts = {}
+    for name in ("bot", "worker"):
+        assert svc[name]["environment"]["PARLEY_KNOWLEDGE_DIR"] == KNOWLEDGE_DIR, name
+        (mount,) = [v for v in svc[name]["volumes"] if v.split(":")[1] == KNOWLEDGE_DIR]
+        mounts[name] = mount.split(":")
+        assert mounts[name][0] in resolved()["volumes"], f"{name}: a named volume"
+    assert mounts["bot"][0] == mounts["worker"][0], "one volume, shared"
+    assert mounts["bot"][2:] == ["ro"], "the bot only lists the knowledge bases"
+    assert mounts["worker"][2:] == [], "workers (and `worker ingest`) write"
+    # The one-off ingest is documented where operators look.
+    ingest = re.compile(r"docker compose run --rm -v \S+:/docs:ro\"? worker ingest /docs --kb \S+")
+    assert ingest.search(COMPOSE_FILE.read_text()), "docker-compose.yml documents ingest"
+    assert ingest.search((REPO / "README.md").read_text()), "README.md documents ingest"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import tomllib
 
-from tests.deploy.support import REPO
+from tests.deploy.support import KNOWLEDGE_DIR, REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -68,3 +68,25 @@ def test_image_ships_every_package_and_no_secrets() -> None:
     }
     needed = packages | {"pyproject.toml", "README.md"}
     assert not needed & ignored, f"left out of the image: {needed & ignored}"
+
+
+def test_image_installs_the_knowledge_extra_with_torch_for_cpu() -> None:
+    (_, build), (_, run) = stages()
+    wheels = next(line for line in build if "pip wheel" in line)
+    assert '".[knowledge]"' in wheels, "the builder builds the knowledge extra's wheels"
+    # torch from PyTorch's CPU index: PyPI's Linux torch is the multi-GB CUDA build.
+    assert "--extra-index-url" in wheels
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in build
+    install = next(line for line in run if "pip install" in line)
+    assert '"parley[knowledge]"' in install
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    knowledge = pyproject["project"]["optional-dependencies"]["knowledge"]
+    assert any(re.fullmatch(r"torch==[\d.]+", dep) for dep in knowledge), "torch pinned exactly"
+
+
+def test_knowledge_dir_is_writable_by_the_unprivileged_user() -> None:
+    _, run = stages()[-1]
+    body = "\n".join(run)
+    # Created owned by the runtime user, so a named volume mounted there starts writable.
+    assert f"install -d -o parley -g parley -m 0750 {KNOWLEDGE_DIR}" in body
+    assert f"PARLEY_KNOWLEDGE_DIR={KNOWLEDGE_DIR}" in body

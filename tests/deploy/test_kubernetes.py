@@ -16,7 +16,17 @@ import kubernetes_validate  # type: ignore[import-untyped]  # no py.typed marker
 import pytest
 import yaml
 
-from tests.deploy.support import K8S, NON_SETTINGS_ENV, run, settings_env_names, tool
+from tests.deploy.support import (
+    K8S,
+    KNOWLEDGE_DIR,
+    NON_SETTINGS_ENV,
+    TEI_IMAGE,
+    TEI_MODEL,
+    TEI_MODEL_DIMENSION,
+    run,
+    settings_env_names,
+    tool,
+)
 
 # An older release, so the manifests use no API or field newer than 1.30 (clusters lag),
 # and the newest release whose schemas kubernetes-validate bundles.
@@ -34,6 +44,7 @@ VARIANTS = {
         "overlays/example",
         ("components/hpa-cpu", "components/external-redis"),
     ),
+    "example+pgvector": ("overlays/example", ("components/pgvector",)),
 }
 Resources = list[dict[str, Any]]
 
@@ -122,7 +133,12 @@ def test_the_validator_rejects_what_kubernetes_would() -> None:
 
 def test_every_pod_is_locked_down(rendered: Resources) -> None:
     specs = pod_specs(rendered)
-    assert {name for name, _ in specs} >= {"parley-bot", "parley-worker", "parley-tgi"}
+    assert {name for name, _ in specs} >= {
+        "parley-bot",
+        "parley-worker",
+        "parley-tgi",
+        "parley-tei",
+    }
     for name, spec in specs:
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] is True, name
@@ -296,43 +312,70 @@ def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
     return True
 
 
-def test_network_policy_lets_parley_reach_only_redis_tgi_dns_and_https(
+def _pod_labels(resources: Resources, name: str) -> dict[str, str]:
+    labels: dict[str, str] = find(resources, "Deployment", name)["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    return labels
+
+
+def _http_port(resources: Resources, name: str) -> int:
+    port: int = container(resources, "Deployment", name)["ports"][0]["containerPort"]
+    return port
+
+
+def test_network_policy_lets_parley_reach_only_redis_tgi_tei_dns_and_https(
     rendered: Resources,
 ) -> None:
+    """Every egress rule of every policy selecting the bot or the workers, classified: the
+    bot reaches Redis, TGI, DNS and public HTTPS; workers also TEI; both PostgreSQL only
+    with the pgvector component. Nothing else."""
     policies = [r for r in rendered if r["kind"] == "NetworkPolicy"]
     app = next(p for p in policies if p["metadata"]["name"] == "parley-app")
-    pods = {
-        name: find(rendered, kind, name)["spec"]["template"]["metadata"]["labels"]
-        for kind, name in (("Deployment", "parley-bot"), ("Deployment", "parley-worker"))
-    }
+    pods = {name: _pod_labels(rendered, name) for name in ("parley-bot", "parley-worker")}
     for labels in pods.values():
         assert _selects(app["spec"]["podSelector"], labels)
     assert set(app["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-    tgi = find(rendered, "Deployment", "parley-tgi")
-    tgi_labels = tgi["spec"]["template"]["metadata"]["labels"]
-    tgi_port = tgi["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    tgi_labels, tgi_port = _pod_labels(rendered, "parley-tgi"), _http_port(rendered, "parley-tgi")
+    tei_labels, tei_port = _pod_labels(rendered, "parley-tei"), _http_port(rendered, "parley-tei")
+    assert tgi_port != tei_port, "a port tells TGI's rule from TEI's"
+    pgvector = any(p["metadata"]["name"] == "parley-postgresql" for p in policies)
 
-    allowed: set[tuple[str, int]] = set()
-    for rule in app["spec"]["egress"]:
-        ports = _ports(rule)
-        allowed |= ports
-        for peer in rule["to"]:
-            if "ipBlock" in peer and ports == {("TCP", 443)}:
-                # HTTPS to the chat platforms: public addresses only.
-                assert peer["ipBlock"]["cidr"] == "0.0.0.0/0"
-                assert {"10.0.0.0/8", "169.254.0.0/16"} <= set(peer["ipBlock"]["except"])
-            elif ports == {("UDP", 53), ("TCP", 53)}:
-                assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
-            elif ports == {("TCP", tgi_port)}:
-                assert _selects(peer["podSelector"], tgi_labels)
-            else:
-                assert {p for _, p in ports} <= {6379, 6380}, f"unexpected egress {rule}"
-    # NetworkPolicy ports are the pods' ports (after the Service's translation).
-    assert allowed <= {("TCP", 6379), ("TCP", 6380), ("TCP", tgi_port), ("TCP", 443)} | {
-        ("UDP", 53),
-        ("TCP", 53),
-    }
-    assert {("TCP", tgi_port), ("TCP", 443), ("UDP", 53)} <= allowed
+    reached: dict[str, set[str]] = {}
+    for pod, labels in pods.items():
+        reach: set[str] = set()
+        for policy in policies:
+            spec = policy["spec"]
+            if "Egress" not in spec["policyTypes"] or not _selects(spec["podSelector"], labels):
+                continue
+            for rule in spec.get("egress", []):
+                ports = _ports(rule)
+                for peer in rule["to"]:
+                    if "ipBlock" in peer and ports == {("TCP", 443)}:
+                        # HTTPS to the chat platforms: public addresses only.
+                        assert peer["ipBlock"]["cidr"] == "0.0.0.0/0"
+                        assert {"10.0.0.0/8", "169.254.0.0/16"} <= set(peer["ipBlock"]["except"])
+                        reach.add("https")
+                    elif ports == {("UDP", 53), ("TCP", 53)}:
+                        assert peer["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+                        reach.add("dns")
+                    # NetworkPolicy ports are the pods' ports (after the Service's translation).
+                    elif ports == {("TCP", tgi_port)}:
+                        assert _selects(peer["podSelector"], tgi_labels), rule
+                        reach.add("tgi")
+                    elif ports == {("TCP", tei_port)}:
+                        assert _selects(peer["podSelector"], tei_labels), rule
+                        reach.add("tei")
+                    elif ports == {("TCP", 5432)}:
+                        assert "ipBlock" in peer, "PostgreSQL runs outside the namespace"
+                        reach.add("postgresql")
+                    else:
+                        assert {p for _, p in ports} <= {6379, 6380}, f"unexpected egress {rule}"
+                        reach.add("redis")
+        reached[pod] = reach
+    common = {"redis", "tgi", "dns", "https"} | ({"postgresql"} if pgvector else set())
+    assert reached["parley-bot"] == common, "the bot never embeds: no TEI"
+    assert reached["parley-worker"] == common | {"tei"}
 
     # Every pod of the deployment is covered by a policy restricting its ingress.
     for workload in workloads(rendered):
@@ -354,3 +397,90 @@ def test_overlay_sets_namespace_image_and_restricted_pod_security() -> None:
     for name in ("parley-bot", "parley-worker"):
         image = container(resources, "Deployment", name)["image"]
         assert re.fullmatch(r"[\w.-]+/[\w./-]+:[\w.-]+", image), image
+
+
+def _flags(args: list[str]) -> dict[str, str]:
+    return dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+
+
+def test_tei_serves_the_embedding_model_to_the_workers_only() -> None:
+    resources = render("example")
+    tei = container(resources, "Deployment", "parley-tei")
+    image, _, tag = tei["image"].rpartition(":")
+    assert image == TEI_IMAGE
+    assert re.fullmatch(r"cpu-\d+\.\d+(\.\d+)?", tag), "the CPU build, pinned"
+    assert "nvidia.com/gpu" not in tei["resources"]["limits"], "the GPU stays TGI's"
+    flags = _flags(tei["args"])
+    assert flags["model-id"] == TEI_MODEL
+    assert flags["hostname"] == "0.0.0.0", "not $HOSTNAME, which Kubernetes sets"
+    assert int(flags["port"]) == tei["ports"][0]["containerPort"] > 1024
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert tei[probe]["httpGet"]["path"] == "/health", probe
+    spec = find(resources, "Deployment", "parley-tei")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in tei["volumeMounts"]}
+    claim = volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
+    find(resources, "PersistentVolumeClaim", claim)
+
+    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    service = find(resources, "Service", "parley-tei")
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+    assert config["PARLEY_EMBEDDINGS"] == "tei"
+    assert config["PARLEY_TEI_URL"] == f"http://parley-tei:{service['spec']['ports'][0]['port']}"
+    assert int(config["PARLEY_TEI_DIMENSION"]) == TEI_MODEL_DIMENSION
+
+    # Only the workers may call it.
+    policy = find(resources, "NetworkPolicy", "parley-tei")
+    assert _selects(policy["spec"]["podSelector"], _pod_labels(resources, "parley-tei"))
+    assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    (rule,) = policy["spec"]["ingress"]
+    assert _ports(rule) == {("TCP", int(flags["port"]))}
+    (peer,) = rule["from"]
+    assert _selects(peer["podSelector"], _pod_labels(resources, "parley-worker"))
+    assert not _selects(peer["podSelector"], _pod_labels(resources, "parley-bot"))
+    assert "namespaceSelector" not in peer
+
+
+def _knowledge_mount(resources: Resources, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    spec = find(resources, "Deployment", name)["spec"]["template"]["spec"]
+    (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["mountPath"] == KNOWLEDGE_DIR]
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    return mount, volume
+
+
+def test_faiss_knowledge_bases_are_on_a_volume_shared_by_workers_and_bot() -> None:
+    resources = render("example")
+    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    assert config["PARLEY_KNOWLEDGE_STORE"] == "faiss"
+    assert config["PARLEY_KNOWLEDGE_DIR"] == KNOWLEDGE_DIR
+    claims = set()
+    for name, read_only in (("parley-worker", False), ("parley-bot", True)):
+        mount, volume = _knowledge_mount(resources, name)
+        assert mount.get("readOnly", False) is read_only, name
+        claims.add(volume["persistentVolumeClaim"]["claimName"])
+    (claim,) = claims
+    pvc = find(resources, "PersistentVolumeClaim", claim)
+    # Workers on several nodes mount it at once.
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
+def test_pgvector_component_replaces_the_shared_volume_with_postgresql() -> None:
+    resources = render("example+pgvector")
+    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    assert config["PARLEY_KNOWLEDGE_STORE"] == "pgvector"
+    assert not [r for r in resources if r["metadata"]["name"] == "parley-knowledge"]
+    for name in ("parley-worker", "parley-bot"):
+        spec = find(resources, "Deployment", name)["spec"]["template"]["spec"]
+        mounts = [m["mountPath"] for m in spec["containers"][0]["volumeMounts"]]
+        assert KNOWLEDGE_DIR not in mounts, name
+        claims = [v for v in spec["volumes"] if "persistentVolumeClaim" in v]
+        assert not claims, name
+    policy = find(resources, "NetworkPolicy", "parley-postgresql")
+    for name in ("parley-worker", "parley-bot"):
+        assert _selects(policy["spec"]["podSelector"], _pod_labels(resources, name)), name
+    (rule,) = policy["spec"]["egress"]
+    assert _ports(rule) == {("TCP", 5432)}
+    # The URL holds a password: the Secret, never the ConfigMap.
+    assert "PARLEY_KNOWLEDGE_DATABASE_URL" not in config
+    example = (K8S / "overlays" / "example" / "secret.example.yaml").read_text()
+    assert "# PARLEY_KNOWLEDGE_DATABASE_URL: postgresql://" in example
