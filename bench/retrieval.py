@@ -28,8 +28,16 @@ as a channel that uses both would.
 - scale: synthetic filler sections (a word-bigram chain over the corpus's own text, none
   containing an anchor) bring the two knowledge bases to 10,000 chunks; the latency of the
   same questions is measured again (recall@3 at that size is printed for information).
-  Building it embeds ~9,800 chunks: about 10 minutes on 2 cores with the local model;
+  Building it embeds ~9,800 chunks: about 8 minutes on 2 cores with the local model;
   --scale-chunks 0 leaves it out (about 1 minute in all).
+
+First measured with the knowledge package of its first commit (MiniLM-L6 + BM25, FAISS;
+pgvector gave the same quality): recall@3 0.736 (same language 74/78, cross-lingual 7/32),
+"not covered" decisions 0.792 at 0.5 (covered answered 95/110, uncovered refused 8/20;
+0.846 at the best threshold tuned on the set), p50 14.9 ms at 187 chunks and 16.3 ms at
+10,000 (CPU time alike), ingest 15.7 chunks/s on one core. Cross-lingual questions and
+on-topic near misses are what keeps the first two below target; the labels were checked
+against every miss and one (hr-13) gained a second passage that answers it.
 
 Every figure is taken on one core: the process is pinned to one CPU with
 os.sched_setaffinity and OMP/MKL/OpenBLAS/torch use one thread (set before they are
@@ -213,6 +221,7 @@ def recall_at_k(outcomes: Sequence[Outcome]) -> dict[str, Ratio]:
         "overall": Ratio(),
         "english": Ratio(),
         "spanish": Ratio(),
+        "same language": Ratio(),
         "cross-lingual": Ratio(),
         "paraphrase": Ratio(),
         "right document": Ratio(),
@@ -228,8 +237,7 @@ def recall_at_k(outcomes: Sequence[Outcome]) -> dict[str, Ratio]:
         ok = o.found_at is not None
         groups["overall"].add(ok, q.id)
         groups["english" if q.lang == "en" else "spanish"].add(ok, q.id)
-        if q.cross_lingual:
-            groups["cross-lingual"].add(ok, q.id)
+        groups["cross-lingual" if q.cross_lingual else "same language"].add(ok, q.id)
         if q.paraphrase:
             groups["paraphrase"].add(ok, q.id)
     return groups
@@ -729,6 +737,7 @@ def report(figures: dict[str, Any], questions: Sequence[Question]) -> str:
         _row("recall@3, all covered questions", _fraction(recall["overall"]), ">= 0.9"),
         _row("  English questions", _fraction(recall["english"])),
         _row("  Spanish questions", _fraction(recall["spanish"])),
+        _row("  question and answer in the same language", _fraction(recall["same language"])),
         _row("  cross-lingual (question, answer differ)", _fraction(recall["cross-lingual"])),
         _row("  paraphrases", _fraction(recall["paraphrase"])),
         _row("  (right document, any chunk, in top 3)", _fraction(recall["right document"])),
