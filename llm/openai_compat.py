@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import math
 import re
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,6 +43,7 @@ from llm.base import (
 )
 from llm.sse import SSEDecoder
 from llm.tgi import count_content_tokens
+from llm.token_counts import TokenCounts
 
 if TYPE_CHECKING:
     from parley.settings import Settings
@@ -53,7 +52,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_TOKEN_CACHE_SIZE = 4096
 _MAX_ERROR_BODY = 500  # characters of a server's error message kept
 
 # Template tokens per message and around the whole prompt, an upper bound for the templates
@@ -100,7 +98,7 @@ class OpenAIChatModel:
         self._dialect: _TokenizeDialect | None = None
         self._tokenize_available = True
         self._warned_estimate = False
-        self._token_cache: OrderedDict[bytes, int] = OrderedDict()
+        self._counts = TokenCounts(self._tokenize, estimate_tokens)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIChatModel:
@@ -306,21 +304,7 @@ class OpenAIChatModel:
         tokens it adds itself (BOS), which prompt_overhead_tokens() counts. Otherwise, or
         while the server is unreachable, estimate_tokens(), logged once at WARNING.
         """
-        content = llama3.render_content(text)
-        if not content:
-            return 0
-        key = hashlib.blake2b(content.encode("utf-8"), digest_size=16).digest()
-        cached = self._token_cache.get(key)
-        if cached is not None:
-            self._token_cache.move_to_end(key)
-            return cached
-        count = await self._tokenize(content)
-        if count is None:
-            return estimate_tokens(content)  # not cached: exact counts may come back later
-        self._token_cache[key] = count
-        if len(self._token_cache) > _TOKEN_CACHE_SIZE:
-            self._token_cache.popitem(last=False)
-        return count
+        return await self._counts.count(llama3.render_content(text))
 
     async def _tokenize(self, content: str) -> int | None:
         if not self._tokenize_available:

@@ -13,12 +13,10 @@ must replace what the user already saw.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import math
 import re
 import warnings
-from collections import OrderedDict
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,13 +34,13 @@ from llm.base import (
     ModelTimeout,
     ModelUnavailable,
 )
+from llm.token_counts import TokenCounts
 
 if TYPE_CHECKING:
     from parley.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_TOKEN_CACHE_SIZE = 4096
 _WORDS = re.compile(r"\w+|[^\w\s]")
 
 
@@ -73,7 +71,7 @@ class TGIChatModel:
         self._session_loop: asyncio.AbstractEventLoop | None = None
         self._tokenize_available = True
         self._warned_estimate = False
-        self._token_cache: OrderedDict[bytes, int] = OrderedDict()
+        self._counts = TokenCounts(self._tokenize, estimate_tokens)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TGIChatModel:
@@ -164,21 +162,7 @@ class TGIChatModel:
         (start == stop) and are not counted here, because overhead_tokens() counts BOS once for
         the whole prompt. Without /tokenize: estimate_tokens(), logged once at WARNING.
         """
-        content = llama3.render_content(text)
-        if not content:
-            return 0
-        key = hashlib.blake2b(content.encode("utf-8"), digest_size=16).digest()
-        cached = self._token_cache.get(key)
-        if cached is not None:
-            self._token_cache.move_to_end(key)
-            return cached
-        count = await self._tokenize(content)
-        if count is None:
-            return estimate_tokens(content)  # not cached: exact counts may come back later
-        self._token_cache[key] = count
-        if len(self._token_cache) > _TOKEN_CACHE_SIZE:
-            self._token_cache.popitem(last=False)
-        return count
+        return await self._counts.count(llama3.render_content(text))
 
     async def _tokenize(self, content: str) -> int | None:
         if not self._tokenize_available:
