@@ -74,7 +74,7 @@ def create_celery(settings: Settings) -> Celery:
                 # ingress (a publisher of this app) never needs.
                 from workers.runtime import WorkerRuntime
 
-                runtimes.append(WorkerRuntime(settings))
+                runtimes.append(WorkerRuntime(settings, republish=publisher(app, settings)))
             return runtimes[0]
 
     @worker_ready.connect(weak=False)

@@ -6,7 +6,9 @@ message, one to record its place in the thread, one broker publish.
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,12 +63,19 @@ class QueueIntake:
             metrics.EVENTS_DEDUPLICATED.labels(message.platform).inc()
             return False
         try:
+            payload = seal_message(message, self._sealer)
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(order_key, message.message_key)
                 pipe.expire(order_key, self._thread_ttl)
                 pipe.set(keys.active_thread(message.thread_key), "1", ex=self._thread_ttl)
+                # Kept until the message is finished, sealed like the task itself: a
+                # worker queues it again if the broker loses the task (workers/recovery.py).
+                pipe.set(
+                    keys.pending(message.message_key), json.dumps(payload), ex=self._dedupe_ttl
+                )
+                pipe.zadd(keys.PENDING_SINCE, {message.message_key: time.time()})
                 await pipe.execute()
-            await self._publish(seal_message(message, self._sealer))
+            await self._publish(payload)
         except Exception as exc:
             # Undo the claim so that the platform's retry of this delivery goes through:
             # a dropped retry would lose a message nobody answered.
@@ -93,7 +102,8 @@ class QueueIntake:
     async def _undo(self, seen_key: str, order_key: str, message_key: str) -> None:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(seen_key)
+                pipe.delete(seen_key, keys.pending(message_key))
+                pipe.zrem(keys.PENDING_SINCE, message_key)
                 pipe.lrem(order_key, 1, message_key)
                 await pipe.execute()
         except RedisError:

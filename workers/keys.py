@@ -85,3 +85,19 @@ def worker_heartbeat(name: str) -> str:
 
 
 WORKER_HEARTBEATS = f"{PREFIX}:worker:*"
+
+
+# -- recovery of tasks the broker lost ------------------------------------------------------
+
+
+def pending(message_key: str) -> str:
+    """The sealed task payload of a message not answered yet, to queue it again if the
+    broker loses it (removed when the message is finished)."""
+    return f"{PREFIX}:pending:{message_key}"
+
+
+PENDING_SINCE = f"{PREFIX}:pending-since"
+"""Unfinished messages by when they were (last) queued: a sorted set of message keys."""
+
+RECOVERY_LOCK = f"{PREFIX}:recovery-lock"
+"""Held by the one worker sweeping for lost messages."""

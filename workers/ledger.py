@@ -74,6 +74,9 @@ class ReplyLedger:
         key = keys.reply(message_key)
         pipe.hset(key, mapping={"status": status, "finished_at": str(time.time())})
         pipe.expire(key, self._ttl)
+        # Finished: nothing left to recover if the broker loses a copy of its task.
+        pipe.delete(keys.pending(message_key))
+        pipe.zrem(keys.PENDING_SINCE, message_key)
 
     @asynccontextmanager
     async def lease(self, message_key: str) -> AsyncIterator[bool]:

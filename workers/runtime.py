@@ -42,6 +42,7 @@ from workers.ledger import ReplyLedger
 from workers.memory import ThreadMemory
 from workers.ordering import ThreadOrder
 from workers.pipeline import Outcome, Pipeline
+from workers.recovery import LostTaskRecovery, Republish
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -56,8 +57,9 @@ def lease_seconds(settings: Settings) -> float:
 
 
 class WorkerRuntime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, republish: Republish | None = None) -> None:
         self._settings = settings
+        self._republish = republish  # queues a task again; None: no recovery sweeps
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="parley-loop", daemon=True
@@ -93,8 +95,22 @@ class WorkerRuntime:
 
     async def _start_heartbeat(self, redis: Redis) -> asyncio.Task[None]:
         assert self._pipeline is not None
+        s = self._settings
+        recovery = None
+        # AMQP hands a task over atomically; only the Redis transport can lose one.
+        if self._republish is not None and s.effective_broker_url == s.redis_url:
+            recovery = LostTaskRecovery(
+                redis,
+                self._pipeline.ledger,
+                self._republish,
+                # Past Celery's own redelivery of unacknowledged tasks (the visibility
+                # timeout), and a beat more for it to happen.
+                stale_after=s.visibility_timeout + HEARTBEAT_SECONDS,
+                queue_name=s.queue_name,
+                lock_seconds=HEARTBEAT_SECONDS,
+            )
         model = self._pipeline.model
-        return asyncio.get_running_loop().create_task(_heartbeat(redis, model, self._settings))
+        return asyncio.get_running_loop().create_task(_heartbeat(redis, model, s, recovery))
 
     async def _build(self) -> Pipeline:
         s = self._settings
@@ -161,9 +177,12 @@ def _process_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def _heartbeat(redis: Redis, model: ChatModel, settings: Settings) -> None:
+async def _heartbeat(
+    redis: Redis, model: ChatModel, settings: Settings, recovery: LostTaskRecovery | None
+) -> None:
     """Announce this process while it runs (`status` counts the workers this way; the key
-    expires soon after a crash) and check that the model server answers (parley_model_up)."""
+    expires soon after a crash), check that the model server answers (parley_model_up),
+    and sweep for messages the broker lost."""
     key = keys.worker_heartbeat(_process_name())
     info = json.dumps({"started": time.time(), "concurrency": settings.worker_concurrency})
     while True:
@@ -176,4 +195,9 @@ async def _heartbeat(redis: Redis, model: ChatModel, settings: Settings) -> None
             metrics.MODEL_UP.set(1)
         except Exception:
             metrics.MODEL_UP.set(0)
+        if recovery is not None:
+            try:
+                await recovery.sweep()
+            except Exception:
+                log.exception("the sweep for lost messages failed; trying again next beat")
         await asyncio.sleep(HEARTBEAT_SECONDS)
