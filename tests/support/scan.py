@@ -50,9 +50,11 @@ def _decoded_base64(text: str) -> list[str]:
 
 
 def message_keys(client: redis.Redis) -> list[str]:
-    """Parley's keys about messages: without the worker heartbeats, which a running worker
-    writes whatever arrives."""
+    """Parley's keys about messages: without the keys a running worker writes whatever
+    arrives (its heartbeat, the lock of its sweep for lost messages)."""
     from workers import keys
 
     names = (k if isinstance(k, str) else k.decode() for k in client.keys("parley:*"))
-    return sorted(k for k in names if not k.startswith(keys.worker_heartbeat("")))
+    return sorted(
+        k for k in names if not k.startswith(keys.worker_heartbeat("")) and k != keys.RECOVERY_LOCK
+    )

@@ -23,7 +23,7 @@ from tests.conftest import REDIS_URL, slack_for_parley
 from tests.fakes.bot_framework import APP_ID, APP_PASSWORD, TENANT_ID, FakeBotFramework
 from tests.fakes.tgi import FakeTGI
 from tests.support import slack_events
-from tests.support.scan import redis_dump
+from tests.support.scan import message_keys, redis_dump
 from tests.support.service import ParleyService, parley_env, wait_until
 from workers import keys
 
@@ -120,12 +120,7 @@ def _stream_types(bf: FakeBotFramework, conversation_id: str) -> list[str]:
 def test_a_forged_token_is_refused_and_nothing_is_enqueued(
     env: Teams, sync_redis: redis.Redis
 ) -> None:
-    def state() -> set[str]:
-        # A worker starting up meanwhile binds its queue and announces itself: not ours.
-        names = {k if isinstance(k, str) else k.decode() for k in sync_redis.keys("*")}
-        return {k for k in names if not k.startswith(("_kombu", keys.worker_heartbeat("")))}
-
-    before = state()
+    before = message_keys(sync_redis)
     generations = len(env.tgi.generations)
     bf = env.bf
     activity = bf.personal_message("how many vacation days do I carry over?")
@@ -137,7 +132,7 @@ def test_a_forged_token_is_refused_and_nothing_is_enqueued(
     ):
         assert env.deliver(activity, headers) == 401
     time.sleep(0.5)
-    assert state() == before
+    assert message_keys(sync_redis) == before
     assert sync_redis.llen(QUEUE) == 0
     assert len(env.tgi.generations) == generations
     assert bf.calls_to("send") == []
