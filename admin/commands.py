@@ -44,6 +44,7 @@ Health = Callable[[], Awaitable[ServiceHealth]]
 
 MODEL_PROBE_SECONDS = 1.5
 _WORD = re.compile(r"[a-z][a-z-]{0,30}")
+_QUOTED = re.compile(r"`[^`]*`")
 
 
 class Refused(Exception):
@@ -116,10 +117,10 @@ class AdminCommands:
         try:
             return await self._dispatch(name, words[1:], call, platform)
         except Invalid as exc:
-            await self._record(call, _action(name, words), "invalid", detail=str(exc))
+            await self._record(call, _action(name, words), "invalid", detail=_unquoted(str(exc)))
             return f":warning: {exc}\nNothing was changed. See `{call.prefix} help`."
         except Refused as exc:
-            await self._record(call, _action(name, words), "refused", detail=str(exc))
+            await self._record(call, _action(name, words), "refused", detail=_unquoted(str(exc)))
             return f":no_entry: {exc}"
         except RedisError:
             log.exception("admin command %r failed: Redis unreachable", name)
@@ -549,6 +550,12 @@ def _action(name: str, words: list[str]) -> str:
     if name in ("mode", "persona", "set", "forget", "admins", "kb") and _WORD.fullmatch(sub):
         return f"{name} {sub}"
     return name[:40]
+
+
+def _unquoted(message: str) -> str:
+    """A reply as the audit keeps it: without what was quoted back (`…`), which may be
+    anything a person typed, personal data included."""
+    return _QUOTED.sub("`…`", message)
 
 
 def _no_more(args: list[str], usage: str) -> None:

@@ -291,3 +291,14 @@ async def test_unknown_knowledge_bases_are_refused(console: Console, text: str, 
     assert says in reply
     assert "Nothing was changed" in reply
     assert (await console.config()).knowledge_bases == ()
+
+
+async def test_the_audit_never_keeps_what_people_typed_into_a_bad_command(
+    console: Console,
+) -> None:
+    await console.run("admins add john.smith@acme.com")
+    await console.run("kb use John-Smith@acme")
+    for entry in await console.audit():
+        assert entry.outcome == "invalid"
+        assert "john" not in entry.detail.lower()
+        assert "`…`" in entry.detail
