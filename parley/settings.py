@@ -289,13 +289,11 @@ class Settings(BaseSettings):
     @field_validator("openai_url")
     @classmethod
     def _check_openai_url(cls, value: str) -> str:
-        parsed = urlsplit(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(
-                f"{value!r} is not an http(s) URL; write the server's root, e.g. "
-                "http://127.0.0.1:8000 for vLLM or http://127.0.0.1:11434 for Ollama"
-            )
-        return value
+        return _http_url(
+            value,
+            "the server's root, e.g. http://127.0.0.1:8000 for vLLM or "
+            "http://127.0.0.1:11434 for Ollama",
+        )
 
     @field_validator("admins")
     @classmethod
@@ -378,13 +376,9 @@ class Settings(BaseSettings):
     @field_validator("tei_url")
     @classmethod
     def _check_tei_url(cls, value: str) -> str:
-        parsed = urlsplit(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(
-                f"{value!r} is not an http(s) URL; write the TEI server's root, e.g. "
-                "http://tei:80 or http://127.0.0.1:8081"
-            )
-        return value
+        return _http_url(
+            value, "the TEI server's root, e.g. http://tei:80 or http://127.0.0.1:8081"
+        )
 
     @field_validator("embeddings_languages")
     @classmethod
@@ -468,6 +462,13 @@ class Settings(BaseSettings):
                 "SLACK_APP_TOKEN must be an app-level token starting with 'xapp-' "
                 "(Basic Information > App-Level Tokens, scope connections:write)."
             )
+
+
+def _http_url(value: str, what: str) -> str:
+    parsed = urlsplit(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL; write {what}")
+    return value
 
 
 def _split_list(value: str) -> list[str]:
