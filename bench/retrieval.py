@@ -73,6 +73,8 @@ if TYPE_CHECKING:
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "knowledge" / "data"
 QUESTIONS = CORPUS / "questions.jsonl"
+# Written after the ranking was tuned on QUESTIONS, and never tuned on: the honest figures.
+HELDOUT = CORPUS / "heldout.jsonl"
 KNOWLEDGE_BASES = ("it-runbooks", "hr-policies")
 SUFFIXES = (".md", ".txt", ".html", ".htm", ".pdf")
 K = 3
