@@ -224,6 +224,8 @@ class HashingEmbedder:
     (weight 0.5) into `dimension` signed buckets, L2-normalized. Deterministic across
     processes and machines (BLAKE2b, not Python's salted hash); no model, instant."""
 
+    languages = frozenset(("en", "es"))  # spelling knows no language
+
     def __init__(self, dimension: int = 256) -> None:
         self.dimension = dimension
         self.model_id = f"hashing-{dimension}"

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def create_embedder(settings: Settings, *, threads: int | None = None) -> Embedder:
-    """PARLEY_EMBEDDINGS: local (default), tei, or hashing (tests). `threads` sets the local
+    """PARLEY_EMBEDDINGS: use (default), local, tei, or hashing (tests). `threads` sets a local
     model's CPU threads when PARLEY_EMBEDDINGS_THREADS does not; the default is 1, which
     suits a worker answering many questions at once."""
     if settings.embeddings == "tei":
@@ -27,9 +27,13 @@ def create_embedder(settings: Settings, *, threads: int | None = None) -> Embedd
         from knowledge.embeddings import HashingEmbedder
 
         return HashingEmbedder()
+    count = settings.embeddings_threads or threads or 1
+    if settings.embeddings == "use":
+        from knowledge.use_embedder import UseEmbedder
+
+        return UseEmbedder(threads=count)
     from knowledge.embeddings import LocalEmbedder
 
-    count = settings.embeddings_threads or threads or 1
     return LocalEmbedder(settings.embeddings_model, threads=count)
 
 
@@ -51,9 +55,8 @@ def create_store(settings: Settings) -> KnowledgeStore:
 def create_retriever(settings: Settings, embedder: Embedder | None = None) -> Retriever:
     """A retriever over the configured store; nothing is loaded until the first search."""
     embedder = embedder if embedder is not None else create_embedder(settings)
-    languages = sorted(settings.embeddings_language_set)
-    if settings.embeddings == "hashing":
-        languages = ["en", "es"]  # spelling knows no language
+    # PARLEY_EMBEDDINGS_LANGUAGES, else the languages the embedder itself declares.
+    languages = sorted(settings.embeddings_language_set) or None
     if settings.knowledge_store == "pgvector":
         from knowledge.pgvector_store import PgRetriever
 

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -303,7 +303,7 @@ class FaissRetriever(HybridRetriever):
         root: str | Path,
         embedder: Embedder,
         *,
-        dense_languages: Sequence[str] = ("en",),
+        dense_languages: Collection[str] | None = None,
         cache_size: int = 256,
     ) -> None:
         super().__init__(embedder, dense_languages=dense_languages, cache_size=cache_size)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -235,7 +235,7 @@ class PgRetriever(HybridRetriever):
         embedder: Embedder,
         *,
         schema: str = "public",
-        dense_languages: Sequence[str] = ("en",),
+        dense_languages: Collection[str] | None = None,
         cache_size: int = 256,
     ) -> None:
         super().__init__(embedder, dense_languages=dense_languages, cache_size=cache_size)

@@ -25,7 +25,7 @@ import numpy as np
 from knowledge.base import Embedder, KnowledgeError, Passage, check_kb_name
 from knowledge.chunking import indexed_text
 from knowledge.lexical import LexicalIndex, analyze, text_language
-from knowledge.ranking import FloatArray, background, dense_weight, hybrid_scores
+from knowledge.ranking import Calibration, FloatArray, calibration_for
 from knowledge.store import StoredChunk
 
 # Candidates taken from each signal before the hybrid ranking, at least.
@@ -91,11 +91,17 @@ class HybridRetriever(ABC):
         self,
         embedder: Embedder,
         *,
-        dense_languages: Collection[str] = ("en",),
+        dense_languages: Collection[str] | None = None,
         cache_size: int = 256,
+        calibration: Calibration | None = None,
     ) -> None:
+        """dense_languages: the languages whose questions the dense signal may rank; None:
+        the embedder's own `languages` (English for one that names none)."""
         self.embedder = embedder
+        if dense_languages is None:
+            dense_languages = getattr(embedder, "languages", ("en",))
         self.dense_languages = frozenset(dense_languages)
+        self.calibration = calibration or calibration_for(getattr(embedder, "model_id", ""))
         self.cache = LruCache(cache_size)
         self._loaded: dict[str, Loaded] = {}
         # One load per knowledge base at a time, per event loop: a burst of questions after
@@ -136,7 +142,7 @@ class HybridRetriever(ABC):
         prepared = Query(
             text=query,
             vector=np.asarray(vector, dtype=np.float32),
-            weight=dense_weight(text_language(query), self.dense_languages),
+            weight=self.calibration.weight(text_language(query), self.dense_languages),
             k=k,
         )
         passages: list[Passage] = []
@@ -181,8 +187,9 @@ class HybridRetriever(ABC):
             return []
         rows = np.fromiter(cosine_by_row.keys(), dtype=np.int64, count=len(cosine_by_row))
         cosine = np.fromiter(cosine_by_row.values(), dtype=np.float32, count=len(rows))
-        base = background(query.vector, loaded.centroid, len(loaded.chunks))
-        scores = hybrid_scores(cosine, lexical[rows], background=base, weight=query.weight)
+        calibration = self.calibration
+        base = calibration.background(query.vector, loaded.centroid, len(loaded.chunks))
+        scores = calibration.scores(cosine, lexical[rows], background=base, weight=query.weight)
         order = np.argsort(-scores, kind="stable")[: query.k]
         passages = []
         for i in order:

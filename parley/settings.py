@@ -194,16 +194,21 @@ class Settings(BaseSettings):
     knowledge_database_url: SecretStr | None = Field(
         None, validation_alias=_env("PARLEY_KNOWLEDGE_DATABASE_URL")
     )
-    # local: the packaged MiniLM in each process; tei: a Text Embeddings Inference server;
+    # use: the packaged multilingual Universal Sentence Encoder in each process; local: a
+    # sentence-transformers model in each process (the packaged English MiniLM unless
+    # PARLEY_EMBEDDINGS_MODEL names another); tei: a Text Embeddings Inference server;
     # hashing: tests and demos only (spelling, not meaning).
-    embeddings: Literal["local", "tei", "hashing"] = Field(
-        "local", validation_alias=_env("PARLEY_EMBEDDINGS")
+    embeddings: Literal["use", "local", "tei", "hashing"] = Field(
+        "use", validation_alias=_env("PARLEY_EMBEDDINGS")
     )
     # A sentence-transformers folder; unset: the packaged all-MiniLM-L6-v2.
     embeddings_model: Path | None = Field(None, validation_alias=_env("PARLEY_EMBEDDINGS_MODEL"))
     # Languages the embedding model understands (ISO 639-1, comma-separated); questions in
-    # others are ranked mostly by BM25.
-    embeddings_languages: str = Field("en", validation_alias=_env("PARLEY_EMBEDDINGS_LANGUAGES"))
+    # others are ranked mostly by BM25. Unset: what the packaged model knows (USE: 16
+    # languages, MiniLM: en); for TEI or another model, en unless set.
+    embeddings_languages: str | None = Field(
+        None, validation_alias=_env("PARLEY_EMBEDDINGS_LANGUAGES")
+    )
     # CPU threads of the local model; unset: 1 in workers, every core in `parley ingest`.
     embeddings_threads: int | None = Field(
         None, ge=1, le=1024, validation_alias=_env("PARLEY_EMBEDDINGS_THREADS")
@@ -355,7 +360,11 @@ class Settings(BaseSettings):
         return self
 
     @field_validator(
-        "knowledge_database_url", "embeddings_model", "embeddings_threads", mode="before"
+        "knowledge_database_url",
+        "embeddings_model",
+        "embeddings_languages",
+        "embeddings_threads",
+        mode="before",
     )
     @classmethod
     def _knowledge_empty_is_unset(cls, value: object) -> object:
@@ -382,8 +391,8 @@ class Settings(BaseSettings):
 
     @field_validator("embeddings_languages")
     @classmethod
-    def _check_embeddings_languages(cls, value: str) -> str:
-        for code in _split_list(value):
+    def _check_embeddings_languages(cls, value: str | None) -> str | None:
+        for code in _split_list(value or ""):
             if len(code) != 2 or not code.isalpha():
                 raise ValueError(
                     f"{code!r} is not a two-letter language code; write e.g. en or en,es"
@@ -406,7 +415,8 @@ class Settings(BaseSettings):
 
     @property
     def embeddings_language_set(self) -> frozenset[str]:
-        return frozenset(code.lower() for code in _split_list(self.embeddings_languages))
+        """Empty when unset: the embedder's own languages apply (knowledge.factory)."""
+        return frozenset(code.lower() for code in _split_list(self.embeddings_languages or ""))
 
     @property
     def slack_enabled(self) -> bool:

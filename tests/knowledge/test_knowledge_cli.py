@@ -12,6 +12,8 @@ from knowledge.factory import create_embedder, create_retriever, create_store
 from knowledge.faiss_store import FaissRetriever, FaissStore
 from knowledge.ingest import Progress
 from knowledge.pgvector_store import PgRetriever, PgStore
+from knowledge.ranking import MINILM, USE
+from knowledge.use_embedder import UseEmbedder
 from parley.cli import main
 from parley.knowledge_cli import ProgressBar
 from parley.settings import SettingsError, load_settings
@@ -124,9 +126,21 @@ def test_knowledge_settings_are_validated_with_clear_messages(
 
 def test_factories_build_what_the_settings_name(tmp_path: Path) -> None:
     settings = load_settings(knowledge_dir=tmp_path)
-    assert isinstance(create_embedder(settings), LocalEmbedder)
+    assert isinstance(create_embedder(settings), UseEmbedder)  # the multilingual default
     assert create_embedder(settings, threads=4).threads == 4  # type: ignore[attr-defined]
     assert isinstance(create_store(settings), FaissStore)
+    retriever = create_retriever(settings)
+    assert isinstance(retriever, FaissRetriever)
+    assert {"en", "es"} <= retriever.dense_languages
+    assert retriever.calibration is USE
+    minilm = load_settings(knowledge_dir=tmp_path, embeddings="local")
+    assert isinstance(create_embedder(minilm), LocalEmbedder)
+    retriever = create_retriever(minilm)
+    assert isinstance(retriever, FaissRetriever)
+    assert retriever.dense_languages == {"en"}
+    assert retriever.calibration is MINILM
+    told = load_settings(embeddings="local", embeddings_languages="en,de")
+    assert create_retriever(told).dense_languages == {"en", "de"}  # type: ignore[attr-defined]
     hashing = load_settings(knowledge_dir=tmp_path, embeddings="hashing")
     assert isinstance(create_embedder(hashing), HashingEmbedder)
     assert isinstance(create_retriever(hashing), FaissRetriever)

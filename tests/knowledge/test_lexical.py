@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from knowledge.base import DEFAULT_MIN_SCORE
 from knowledge.lexical import LexicalIndex, analyze, detect_language, text_language
-from knowledge.ranking import DENSE_WEIGHT, DENSE_WEIGHT_OTHER, dense_weight, hybrid_scores
+from knowledge.ranking import MINILM, USE, Calibration, calibration_for
+from knowledge.use_embedder import MODEL_ID as USE_MODEL_ID
 
 
 def test_languages_are_told_apart_by_their_stop_words() -> None:
@@ -46,19 +49,28 @@ def test_scores_are_normalized_and_missing_terms_pull_them_down() -> None:
     assert not LexicalIndex([]).scores(["x"]).size
 
 
-def test_the_hybrid_score_is_calibrated_around_one_half() -> None:
-    weight = dense_weight("es", ("en",))
-    assert weight == DENSE_WEIGHT_OTHER
-    assert dense_weight("en", ("en",)) == DENSE_WEIGHT
+@pytest.mark.parametrize("calibration", [MINILM, USE])
+def test_the_hybrid_score_is_calibrated_around_one_half(calibration: Calibration) -> None:
+    assert calibration.weight("es", ("en",)) == calibration.dense_weight_other
+    assert calibration.weight("en", ("en",)) == calibration.dense_weight
     cosine = np.array([0.9, 0.2, 0.2, 0.9], dtype=np.float32)
     lexical = np.array([1.0, 0.0, 1.0, 0.0], dtype=np.float32)
-    scores = hybrid_scores(cosine, lexical, background=0.1, weight=DENSE_WEIGHT)
+    scores = calibration.scores(cosine, lexical, background=0.1, weight=calibration.dense_weight)
     assert all(0.0 <= s <= 1.0 for s in scores)
     assert scores[0] > 0.95  # both signals agree: relevant
-    assert scores[1] < 0.05  # neither: not covered
+    assert scores[1] < DEFAULT_MIN_SCORE / 2  # neither: clearly not covered
     assert scores[0] > scores[3] > scores[2]  # the dense signal weighs more in English
     # For a language the model does not know, BM25 decides most.
-    other = hybrid_scores(cosine, lexical, background=0.1, weight=DENSE_WEIGHT_OTHER)
+    other = calibration.scores(
+        cosine, lexical, background=0.1, weight=calibration.dense_weight_other
+    )
     assert other[2] > other[3]
     # The background (the knowledge base's average similarity) is not evidence.
-    assert hybrid_scores(cosine, lexical, background=0.5, weight=DENSE_WEIGHT)[3] < scores[3]
+    dense = calibration.dense_weight
+    assert calibration.scores(cosine, lexical, background=0.5, weight=dense)[3] < scores[3]
+
+
+def test_each_embedder_gets_its_own_calibration() -> None:
+    assert calibration_for(USE_MODEL_ID) is USE
+    assert calibration_for("sentence-transformers/all-MiniLM-L6-v2") is MINILM
+    assert calibration_for("tei:http://127.0.0.1:8081") is MINILM
