@@ -47,12 +47,17 @@ SERIES = (
     | {"up"}
 )
 
-# The TEI image and model the deployments run, and that model's vector size: it must equal
-# PARLEY_TEI_DIMENSION, and matches Parley's packaged default (all-MiniLM-L6-v2), so a
-# knowledge base ingested with either embedder has vectors of the same size.
+# The deployments' embedder by default: the multilingual Universal Sentence Encoder packaged
+# in the image, run in each worker (no server).
+DEFAULT_EMBEDDINGS = "use"
+# The opt-in TEI server (compose profile `tei`, kustomize component components/tei): its
+# image and model, that model's vector size (it must equal PARLEY_TEI_DIMENSION) and the
+# languages Parley lets its vectors rank (PARLEY_EMBEDDINGS_LANGUAGES). The model is
+# multilingual like the default, so Spanish questions still find English documents.
 TEI_IMAGE = "ghcr.io/huggingface/text-embeddings-inference"
-TEI_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-TEI_MODEL_DIMENSION = 384
+TEI_MODEL = "BAAI/bge-m3"
+TEI_MODEL_DIMENSION = 1024
+TEI_LANGUAGES = "en,es"
 # Where the image keeps the FAISS knowledge bases (Dockerfile: PARLEY_KNOWLEDGE_DIR, owned
 # by the unprivileged user); compose and Kubernetes mount their volumes there.
 KNOWLEDGE_DIR = "/var/lib/parley/knowledge"

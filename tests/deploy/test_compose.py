@@ -15,10 +15,12 @@ import yaml
 from compose_spec import PyCompose
 
 from tests.deploy.support import (
+    DEFAULT_EMBEDDINGS,
     KNOWLEDGE_DIR,
     NON_SETTINGS_ENV,
     REPO,
     TEI_IMAGE,
+    TEI_LANGUAGES,
     TEI_MODEL,
     TEI_MODEL_DIMENSION,
     load_yaml,
@@ -31,6 +33,13 @@ from tests.deploy.support import (
 COMPOSE_FILE = REPO / "docker-compose.yml"
 # What an operator's .env holds, as placeholders.
 ENV = {"HF_TOKEN": "hf_test", "PARLEY_ENCRYPTION_KEY": "placeholder-key"}
+# What the comments of docker-compose.yml tell an operator to add to .env to embed with the
+# `tei` service instead of in each worker.
+TEI_SWITCH = {
+    "COMPOSE_PROFILES": "tei",
+    "PARLEY_EMBEDDINGS": "tei",
+    "PARLEY_EMBEDDINGS_LANGUAGES": TEI_LANGUAGES,
+}
 _INTERPOLATION = re.compile(r"\$\$|\$\{([A-Za-z_]\w*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_]\w*)")
 
 
@@ -65,8 +74,8 @@ def resolved(env: dict[str, str] = ENV) -> dict[str, Any]:
     return dict(interpolate(load_yaml(COMPOSE_FILE), env))
 
 
-def services() -> dict[str, Any]:
-    return dict(resolved()["services"])
+def services(env: dict[str, str] = ENV) -> dict[str, Any]:
+    return dict(resolved(env)["services"])
 
 
 def command_flags(service: dict[str, Any]) -> dict[str, str]:
@@ -78,24 +87,32 @@ def command_flags(service: dict[str, Any]) -> dict[str, str]:
     return flags
 
 
-def compose_project(tmp_path: Path) -> Path:
-    """A copy of the project's compose file beside a placeholder .env and deploy/."""
+def compose_project(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
+    """A copy of the project's compose file beside a placeholder .env (plus `env`) and
+    deploy/."""
     (tmp_path / "docker-compose.yml").write_text(COMPOSE_FILE.read_text())
     (tmp_path / "deploy").symlink_to(REPO / "deploy")
     (tmp_path / "Dockerfile").symlink_to(REPO / "Dockerfile")
-    (tmp_path / ".env").write_text("SLACK_BOT_TOKEN=xoxb-placeholder\nSLACK_SIGNING_SECRET=x\n")
+    lines = ["SLACK_BOT_TOKEN=xoxb-placeholder", "SLACK_SIGNING_SECRET=x"]
+    lines += [f"{key}={value}" for key, value in (env or {}).items()]
+    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
     return tmp_path
 
 
-def compose_config(project: Path) -> str:
-    """`docker-compose config` with every profile: interpolated, merged and validated."""
+ALL_PROFILES = ("monitoring", "flower", "tei")
+
+
+def compose_config(project: Path, profiles: tuple[str, ...] = ALL_PROFILES) -> str:
+    """`docker-compose config` (every profile by default): interpolated, merged and
+    validated. Only the project's .env sets Parley's variables: not the caller's shell."""
     binary = tool("docker-compose")
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
-    return run(
-        [binary, "--profile", "monitoring", "--profile", "flower", "config"],
-        cwd=project,
-        env={**clean, **ENV},
-    )
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COMPOSE_", "DOCKER_", "PARLEY_", "TGI_"))
+    }
+    flags = [arg for profile in profiles for arg in ("--profile", profile)]
+    return run([binary, *flags, "config"], cwd=project, env={**clean, **ENV})
 
 
 def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
@@ -113,6 +130,31 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     }
     # v1 merged .env into the services that read it: the secret arrives from there.
     assert config["services"]["bot"]["environment"]["SLACK_BOT_TOKEN"] == "xoxb-placeholder"
+    # By default the workers embed themselves, and start without `tei`.
+    assert config["services"]["tei"]["profiles"] == ["tei"]
+    for name in ("bot", "worker"):
+        service = config["services"][name]
+        assert service["environment"]["PARLEY_EMBEDDINGS"] == DEFAULT_EMBEDDINGS, name
+        assert "tei" not in service.get("depends_on", {}), name
+
+
+def test_docker_compose_config_with_the_tei_switch_points_workers_at_tei(
+    tmp_path: Path,
+) -> None:
+    """The lines the comments tell an operator to put in .env (COMPOSE_PROFILES=tei, ...),
+    and nothing else, make a valid file whose workers embed with the `tei` service."""
+    project = compose_project(tmp_path, TEI_SWITCH)
+    config = yaml.safe_load(compose_config(project, profiles=()))
+    tei = config["services"]["tei"]
+    assert tei["profiles"] == ["tei"]
+    flags = command_flags(tei)
+    assert flags["model-id"] == TEI_MODEL
+    for name in ("bot", "worker"):
+        env = config["services"][name]["environment"]
+        assert env["PARLEY_EMBEDDINGS"] == "tei", name
+        assert env["PARLEY_TEI_URL"] == f"http://tei:{flags['port']}", name
+        assert int(env["PARLEY_TEI_DIMENSION"]) == TEI_MODEL_DIMENSION, name
+        assert env["PARLEY_EMBEDDINGS_LANGUAGES"] == TEI_LANGUAGES, name
 
 
 def test_docker_compose_config_rejects_a_broken_file(tmp_path: Path) -> None:
@@ -247,14 +289,18 @@ def test_every_service_restarts_checks_its_health_and_waits_for_what_it_needs() 
     assert svc["bot"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert svc["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
     assert svc["worker"]["depends_on"]["tgi"]["condition"] == "service_healthy"
-    assert svc["worker"]["depends_on"]["tei"]["condition"] == "service_healthy"
+    # Compose refuses to start a service that depends on one whose profile is off: nothing
+    # may depend on an optional service (TEI included) unless it shares its profiles.
+    for name, service in svc.items():
+        for dependency in service.get("depends_on", {}):
+            needed = set(svc[dependency].get("profiles", []))
+            assert needed <= set(service.get("profiles", [])), f"{name} needs {dependency}"
 
 
 def test_optional_profiles_and_their_files() -> None:
     svc = services()
     assert {n for n, s in svc.items() if "profiles" not in s} == {
         "tgi",
-        "tei",
         "redis",
         "bot",
         "worker",
@@ -262,6 +308,7 @@ def test_optional_profiles_and_their_files() -> None:
     assert svc["prometheus"]["profiles"] == ["monitoring"]
     assert svc["grafana"]["profiles"] == ["monitoring"]
     assert svc["flower"]["profiles"] == ["flower"]
+    assert svc["tei"]["profiles"] == ["tei"]
     for name in ("prometheus", "grafana"):
         for volume in svc[name]["volumes"]:
             source = volume.split(":")[0]
@@ -273,8 +320,25 @@ def test_optional_profiles_and_their_files() -> None:
                 assert port.startswith("127.0.0.1:"), "monitoring UIs stay on localhost"
 
 
-def test_tei_serves_the_embedding_model_parley_expects() -> None:
+def test_workers_embed_in_process_by_default() -> None:
+    """Without the TEI switch the workers (and `worker ingest`) run the multilingual model
+    packaged in the image; the setting is taken from .env, so the switch needs no edit here."""
     svc = services()
+    raw = load_yaml(COMPOSE_FILE)
+    for name in ("bot", "worker"):
+        env = svc[name]["environment"]
+        assert env["PARLEY_EMBEDDINGS"] == DEFAULT_EMBEDDINGS, name
+        assert raw["services"][name]["environment"]["PARLEY_EMBEDDINGS"] == (
+            f"${{PARLEY_EMBEDDINGS:-{DEFAULT_EMBEDDINGS}}}"
+        ), name
+        # The store is the operator's choice (.env): faiss by default, or pgvector.
+        assert "PARLEY_KNOWLEDGE_STORE" not in env, name
+    example = (REPO / ".env.example").read_text()
+    assert f"# PARLEY_EMBEDDINGS={DEFAULT_EMBEDDINGS} " in example
+
+
+def test_tei_profile_serves_a_multilingual_model_workers_switch_to() -> None:
+    svc = services({**ENV, **TEI_SWITCH})
     tei = svc["tei"]
     image, _, tag = tei["image"].rpartition(":")
     assert image == TEI_IMAGE
@@ -298,8 +362,13 @@ def test_tei_serves_the_embedding_model_parley_expects() -> None:
         assert env["PARLEY_EMBEDDINGS"] == "tei", name
         assert env["PARLEY_TEI_URL"] == f"http://tei:{flags['port']}", name
         assert int(env["PARLEY_TEI_DIMENSION"]) == TEI_MODEL_DIMENSION, name
-        # The store is the operator's choice (.env): faiss by default, or pgvector.
-        assert "PARLEY_KNOWLEDGE_STORE" not in env, name
+    # The switch is documented where operators look: every line of it, the model, and the
+    # re-ingest that a change of model needs.
+    text = COMPOSE_FILE.read_text()
+    for key, value in TEI_SWITCH.items():
+        assert f"#   {key}={value}" in text, key
+    assert "re-ingest" in text
+    assert TEI_MODEL in text
 
 
 def test_knowledge_bases_live_on_a_volume_workers_write_and_the_bot_reads() -> None:

@@ -17,12 +17,15 @@ import pytest
 import yaml
 
 from tests.deploy.support import (
+    DEFAULT_EMBEDDINGS,
     K8S,
     KNOWLEDGE_DIR,
     NON_SETTINGS_ENV,
     TEI_IMAGE,
+    TEI_LANGUAGES,
     TEI_MODEL,
     TEI_MODEL_DIMENSION,
+    load_yaml,
     run,
     settings_env_names,
     tool,
@@ -45,7 +48,9 @@ VARIANTS = {
         ("components/hpa-cpu", "components/external-redis"),
     ),
     "example+pgvector": ("overlays/example", ("components/pgvector",)),
+    "example+tei": ("overlays/example", ("components/tei",)),
 }
+TEI_COMPONENT = K8S / "components" / "tei"
 Resources = list[dict[str, Any]]
 
 
@@ -133,12 +138,8 @@ def test_the_validator_rejects_what_kubernetes_would() -> None:
 
 def test_every_pod_is_locked_down(rendered: Resources) -> None:
     specs = pod_specs(rendered)
-    assert {name for name, _ in specs} >= {
-        "parley-bot",
-        "parley-worker",
-        "parley-tgi",
-        "parley-tei",
-    }
+    # parley-tei only with components/tei; every pod rendered is checked below.
+    assert {name for name, _ in specs} >= {"parley-bot", "parley-worker", "parley-tgi"}
     for name, spec in specs:
         pod = spec["securityContext"]
         assert pod["runAsNonRoot"] is True, name
@@ -328,8 +329,8 @@ def test_network_policy_lets_parley_reach_only_redis_tgi_tei_dns_and_https(
     rendered: Resources,
 ) -> None:
     """Every egress rule of every policy selecting the bot or the workers, classified: the
-    bot reaches Redis, TGI, DNS and public HTTPS; workers also TEI; both PostgreSQL only
-    with the pgvector component. Nothing else."""
+    bot reaches Redis, TGI, DNS and public HTTPS; workers also TEI, only with the tei
+    component; both PostgreSQL only with the pgvector component. Nothing else."""
     policies = [r for r in rendered if r["kind"] == "NetworkPolicy"]
     app = next(p for p in policies if p["metadata"]["name"] == "parley-app")
     pods = {name: _pod_labels(rendered, name) for name in ("parley-bot", "parley-worker")}
@@ -337,7 +338,14 @@ def test_network_policy_lets_parley_reach_only_redis_tgi_tei_dns_and_https(
         assert _selects(app["spec"]["podSelector"], labels)
     assert set(app["spec"]["policyTypes"]) == {"Ingress", "Egress"}
     tgi_labels, tgi_port = _pod_labels(rendered, "parley-tgi"), _http_port(rendered, "parley-tgi")
-    tei_labels, tei_port = _pod_labels(rendered, "parley-tei"), _http_port(rendered, "parley-tei")
+    tei = any(_is_tei(r) for r in workloads(rendered))
+    # Without TEI, a rule for the port TEI would use (or any other) is classified below as
+    # unexpected.
+    tei_labels, tei_port = (
+        (_pod_labels(rendered, "parley-tei"), _http_port(rendered, "parley-tei"))
+        if tei
+        else ({}, -1)
+    )
     assert tgi_port != tei_port, "a port tells TGI's rule from TEI's"
     pgvector = any(p["metadata"]["name"] == "parley-postgresql" for p in policies)
 
@@ -375,7 +383,7 @@ def test_network_policy_lets_parley_reach_only_redis_tgi_tei_dns_and_https(
         reached[pod] = reach
     common = {"redis", "tgi", "dns", "https"} | ({"postgresql"} if pgvector else set())
     assert reached["parley-bot"] == common, "the bot never embeds: no TEI"
-    assert reached["parley-worker"] == common | {"tei"}
+    assert reached["parley-worker"] == common | ({"tei"} if tei else set())
 
     # Every pod of the deployment is covered by a policy restricting its ingress.
     for workload in workloads(rendered):
@@ -403,8 +411,30 @@ def _flags(args: list[str]) -> dict[str, str]:
     return dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
 
 
-def test_tei_serves_the_embedding_model_to_the_workers_only() -> None:
-    resources = render("example")
+def _is_tei(resource: dict[str, Any]) -> bool:
+    labels = resource["metadata"].get("labels", {})
+    return bool(labels.get("app.kubernetes.io/component") == "tei")
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if "components/tei" not in VARIANTS[v][1]])
+def test_workers_embed_in_process_without_the_tei_component(variant: str) -> None:
+    """The base runs no TEI: the workers embed with the packaged multilingual model, no
+    TEI resource is rendered and no policy lets anything reach TEI's port."""
+    resources = render(variant)
+    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    assert config["PARLEY_EMBEDDINGS"] == DEFAULT_EMBEDDINGS
+    assert not [key for key in config if key.startswith("PARLEY_TEI_")]
+    # The packaged model declares its own languages.
+    assert "PARLEY_EMBEDDINGS_LANGUAGES" not in config
+    assert not [r for r in resources if _is_tei(r) or "tei" in r["metadata"]["name"]]
+    tei_port = _tei_container_port()
+    for policy in (r for r in resources if r["kind"] == "NetworkPolicy"):
+        for rule in policy["spec"].get("egress", []) + policy["spec"].get("ingress", []):
+            assert ("TCP", tei_port) not in _ports(rule), policy["metadata"]["name"]
+
+
+def test_tei_component_serves_a_multilingual_model_to_the_workers_only() -> None:
+    resources = render("example+tei")
     tei = container(resources, "Deployment", "parley-tei")
     image, _, tag = tei["image"].rpartition(":")
     assert image == TEI_IMAGE
@@ -422,12 +452,22 @@ def test_tei_serves_the_embedding_model_to_the_workers_only() -> None:
     claim = volumes[mounts["/data"]]["persistentVolumeClaim"]["claimName"]
     find(resources, "PersistentVolumeClaim", claim)
 
-    config = next(r for r in resources if r["kind"] == "ConfigMap")["data"]
+    # The component's merge points the workers at it, and keeps the rest of the ConfigMap.
+    (config_map,) = [r for r in resources if r["kind"] == "ConfigMap"]
+    config = config_map["data"]
+    known = settings_env_names() | NON_SETTINGS_ENV
+    assert set(config) <= known, set(config) - known
+    for name in ("parley-bot", "parley-worker"):
+        sources = container(resources, "Deployment", name)["envFrom"]
+        assert sources[0]["configMapRef"]["name"] == config_map["metadata"]["name"]
     service = find(resources, "Service", "parley-tei")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     assert config["PARLEY_EMBEDDINGS"] == "tei"
     assert config["PARLEY_TEI_URL"] == f"http://parley-tei:{service['spec']['ports'][0]['port']}"
     assert int(config["PARLEY_TEI_DIMENSION"]) == TEI_MODEL_DIMENSION
+    assert config["PARLEY_EMBEDDINGS_LANGUAGES"] == TEI_LANGUAGES
+    assert config["PARLEY_KNOWLEDGE_STORE"] == "faiss"
+    assert config["TGI_URL"] == "http://parley-tgi:80"
 
     # Only the workers may call it.
     policy = find(resources, "NetworkPolicy", "parley-tei")
@@ -439,6 +479,117 @@ def test_tei_serves_the_embedding_model_to_the_workers_only() -> None:
     assert _selects(peer["podSelector"], _pod_labels(resources, "parley-worker"))
     assert not _selects(peer["podSelector"], _pod_labels(resources, "parley-bot"))
     assert "namespaceSelector" not in peer
+
+
+# The same properties read from the files, for machines without kubectl.
+
+
+def _documents(path: Path) -> Resources:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def _tei_container_port() -> int:
+    (deployment,) = [d for d in _documents(TEI_COMPONENT / "tei.yaml") if d["kind"] == "Deployment"]
+    port: int = deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    return port
+
+
+def _literals(generator: dict[str, Any]) -> dict[str, str]:
+    return dict(str(item).split("=", 1) for item in generator["literals"])
+
+
+def test_base_files_embed_in_process_and_know_nothing_of_tei() -> None:
+    kustomization = load_yaml(K8S / "base" / "kustomization.yaml")
+    (generator,) = kustomization["configMapGenerator"]
+    literals = _literals(generator)
+    assert literals["PARLEY_EMBEDDINGS"] == DEFAULT_EMBEDDINGS
+    assert not [key for key in literals if key.startswith("PARLEY_TEI_")]
+    assert "tei.yaml" not in kustomization["resources"]
+    assert not (K8S / "base" / "tei.yaml").exists()
+    tei_port = _tei_container_port()
+    for path in sorted((K8S / "base").glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in _documents(path):
+            assert not _is_tei(doc), f"{path.name}: {doc['metadata']['name']}"
+            assert "component: tei" not in yaml.safe_dump(doc), f"{path.name} selects TEI"
+            if doc["kind"] == "NetworkPolicy":
+                for rule in doc["spec"].get("egress", []) + doc["spec"].get("ingress", []):
+                    assert ("TCP", tei_port) not in _ports(rule), doc["metadata"]["name"]
+    # Where operators look for the optional parts.
+    overlay = (K8S / "overlays" / "example" / "kustomization.yaml").read_text()
+    assert "#   - ../../components/tei" in overlay
+    assert "../components/tei" in (K8S / "base" / "kustomization.yaml").read_text()
+
+
+def test_tei_component_files_add_tei_and_point_the_workers_at_it() -> None:
+    component = load_yaml(TEI_COMPONENT / "kustomization.yaml")
+    assert component["kind"] == "Component"
+    assert component["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+    for resource in component["resources"]:
+        assert (TEI_COMPONENT / resource).is_file(), resource
+    (generator,) = component["configMapGenerator"]
+    assert generator["name"] == "parley-config"
+    assert generator["behavior"] == "merge", "the base's other settings stay"
+    literals = _literals(generator)
+    known = settings_env_names()
+    assert set(literals) <= known, set(literals) - known
+
+    docs = _documents(TEI_COMPONENT / "tei.yaml")
+    assert {d["kind"] for d in docs} == {"Deployment", "Service", "PersistentVolumeClaim"}
+    assert all(_is_tei(d) for d in docs)
+    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+    (tei,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert _flags(tei["args"])["model-id"] == TEI_MODEL
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    assert literals == {
+        "PARLEY_EMBEDDINGS": "tei",
+        "PARLEY_TEI_URL": f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}",
+        "PARLEY_TEI_DIMENSION": str(TEI_MODEL_DIMENSION),
+        "PARLEY_EMBEDDINGS_LANGUAGES": TEI_LANGUAGES,
+    }
+
+    # Workers may reach TEI's container port, and TEI admits only workers there.
+    port = _tei_container_port()
+    worker = {"app.kubernetes.io/name": "parley", "app.kubernetes.io/component": "worker"}
+    bot = {**worker, "app.kubernetes.io/component": "bot"}
+    tei_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    policies = {d["metadata"]["name"]: d for d in _documents(TEI_COMPONENT / "networkpolicy.yaml")}
+    egress = [
+        rule
+        for policy in policies.values()
+        if "Egress" in policy["spec"]["policyTypes"]
+        and _selects(policy["spec"]["podSelector"], worker)
+        for rule in policy["spec"].get("egress", [])
+        if _ports(rule) == {("TCP", port)}
+    ]
+    assert egress, "no egress rule lets the workers reach TEI"
+    for rule in egress:
+        assert all(_selects(peer["podSelector"], tei_labels) for peer in rule["to"])
+    inbound = next(p for p in policies.values() if _selects(p["spec"]["podSelector"], tei_labels))
+    (rule,) = inbound["spec"]["ingress"]
+    assert _ports(rule) == {("TCP", port)}
+    (peer,) = rule["from"]
+    assert _selects(peer["podSelector"], worker)
+    assert not _selects(peer["podSelector"], bot)
+
+
+def test_workers_have_room_for_the_in_process_embedding_model() -> None:
+    """Workers hold the multilingual model (and a `parley ingest` run in their pod loads
+    another copy): worker.yaml's comment gives the measured figures these floors rest on."""
+    (deployment,) = _documents(K8S / "base" / "worker.yaml")
+    (worker,) = deployment["spec"]["template"]["spec"]["containers"]
+    resources = worker["resources"]
+    assert _mebibytes(resources["requests"]["memory"]) >= 1024
+    assert _mebibytes(resources["limits"]["memory"]) >= 2048
+
+
+def _mebibytes(quantity: str) -> float:
+    units = {"Mi": 1.0, "Gi": 1024.0, "M": 1e6 / 2**20, "G": 1e9 / 2**20}
+    for suffix, factor in sorted(units.items(), key=lambda item: -len(item[0])):
+        if quantity.endswith(suffix):
+            return float(quantity[: -len(suffix)]) * factor
+    raise AssertionError(f"unexpected memory quantity {quantity!r}")
 
 
 def _knowledge_mount(resources: Resources, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
