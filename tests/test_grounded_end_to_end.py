@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.slack_api import FakeSlack
-from tests.fakes.tgi import FakeTGI
+from tests.fakes.tgi import FakeTGI, default_responder
 from tests.support import slack_events as ev
 from tests.support.service import ParleyService, parley_env, wait_until
 
@@ -111,6 +111,19 @@ def test_answers_come_from_the_channels_documents_with_sources(
     assert "couldn't find this in the documents" in text
     assert "#hr-humans" in text
     assert len(fake_tgi.generations) == generations
+
+    # A near miss: retrieval finds the vacation policy, which never mentions interns; the
+    # model says so with its marker, and the thread gets the same reply, without sources.
+    # (The newline would let the display show the marker, were it not held back.)
+    fake_tgi.responder = lambda _: "NOT_COVERED\n"
+    fake_tgi.token_interval = 0.2
+    text = _ask(service, fake_slack, HR, "How many vacation days do interns get?")
+    assert len(fake_tgi.generations) == generations + 1
+    assert "couldn't find this in the documents" in text
+    assert "#hr-humans" in text
+    assert "Sources" not in text
+    assert all("not_covered" not in str(params).lower() for _, params, _ in fake_slack.calls)
+    fake_tgi.responder, fake_tgi.token_interval = default_responder, 0.0
 
     # Re-ingesting an edited policy changes the next answer, without restarting the worker.
     policy = folder / "vacation-policy.md"

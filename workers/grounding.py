@@ -4,7 +4,9 @@ the model to them, the sources under the answer, and an honest "not covered".
 The passages go into the system message, numbered; the model is asked to answer only from
 them and to cite them as [1], [2]. Passages below the relevance threshold never reach the
 model: when none is left, the thread is told the documents do not cover the question and
-who can help, without a model call.
+who can help, without a model call. Passages on the topic may still not answer the question
+(a "near miss" that a score cannot tell); the model then replies with NOT_COVERED alone, and
+the thread gets the same "not covered" reply.
 """
 
 from __future__ import annotations
@@ -15,13 +17,18 @@ from dataclasses import dataclass
 
 from knowledge.base import Passage
 
+# What the model replies, alone, when the passages do not answer the question.
+NOT_COVERED = "NOT_COVERED"
 GROUNDING_NOTE = (
     "Answer only from the numbered passages below; they come from the company's own "
-    "documents. Refer to the passages you use as [1], [2] and so on. If they do not contain "
-    "the answer, say that the documents do not cover it; never guess and never add facts "
-    "from elsewhere."
+    "documents. Refer to the passages you use as [1], [2] and so on. Never guess and never "
+    "add facts from elsewhere. If the passages do not contain the answer, reply with exactly "
+    f"{NOT_COVERED} and nothing else."
 )
 _CITATION = re.compile(r"\[(\d{1,2})\]")
+# What may surround the marker and still leave it the whole answer: whitespace, Markdown
+# emphasis or code, brackets, quotes, a trailing period.
+_AROUND_MARKER = " \t\r\n`*_[](){}<>\"'."
 SHORT_FOLLOW_UP_WORDS = 6
 
 
@@ -62,6 +69,18 @@ def retrieval_query(question: str, earlier_questions: Sequence[str]) -> str:
     stand alone: an earlier topic would make a new one look covered."""
     previous = earlier_questions[-1:] if len(question.split()) < SHORT_FOLLOW_UP_WORDS else []
     return "\n".join([*previous, question])
+
+
+def is_not_covered(text: str, *, partial: bool = False) -> bool:
+    """Whether an answer is the NOT_COVERED marker alone (in any case, perhaps in backticks,
+    asterisks, brackets or quotes, or with a period). partial: `text` is the start of an
+    answer still streaming; whether it could still become the marker.
+
+    An answer that mentions the marker among other words is an answer, not the marker."""
+    marker = NOT_COVERED.casefold()
+    if text.strip(_AROUND_MARKER).casefold() == marker:
+        return True
+    return partial and marker.startswith(text.lstrip(_AROUND_MARKER).casefold())
 
 
 def not_covered_message(kbs: Sequence[str], handoff: str) -> str:

@@ -43,7 +43,7 @@ from parley.message import InboundMessage
 from privacy.recognizers import redact_secrets
 from privacy.redactor import Redactor, restore_text
 from workers import keys
-from workers.grounding import Grounding, not_covered_message, retrieval_query
+from workers.grounding import Grounding, is_not_covered, not_covered_message, retrieval_query
 from workers.ledger import ReplyLedger
 from workers.memory import ThreadMemory, Turn
 from workers.ordering import ThreadOrder
@@ -218,16 +218,16 @@ class Pipeline:
             history = await self.memory.load(message.thread_key)
             grounding = await self._ground(key, redaction.text, history, policy)
             if grounding is not None and not grounding.covered:
-                outcome = Outcome.NOT_COVERED
-                text = not_covered_message(grounding.kbs, self.knowledge_handoff)
-                user_tokens, shown = await self.model.count_tokens(redaction.text), text
+                user_tokens = await self.model.count_tokens(redaction.text)
+                outcome, text, shown = self._not_covered(key, grounding, decided_by="retrieval")
             else:
-                outcome = Outcome.ANSWERED
                 user_tokens, prompt, grounding = await self._prompt(
                     redaction.text, history, policy, grounding, finding=finding
                 )
-                text = await self._generate(prompt, reply, show, policy)
-                shown = show(text, False) + (grounding.sources(text) if grounding else "")
+                text = await self._generate(
+                    prompt, reply, show, policy, grounded=grounding is not None
+                )
+                outcome, text, shown = self._settle(key, text, show, grounding)
         except AnswerFailed as failure:
             log.warning("message %s: %s", key, failure)
             return await self._fail(message, reply, failure.user_message)
@@ -323,6 +323,33 @@ class Pipeline:
         )
         return Grounding(policy.knowledge_bases, passages)
 
+    def _settle(
+        self, key: str, text: str, show: Display, grounding: Grounding | None
+    ) -> tuple[Outcome, str, str]:
+        """The outcome of a generated answer, the text memory keeps and what the thread
+        shows: a grounded answer ends with its sources, unless the model said the passages
+        do not answer the question."""
+        if grounding is None:
+            return Outcome.ANSWERED, text, show(text, False)
+        if is_not_covered(text):
+            return self._not_covered(key, grounding, decided_by="model")
+        return Outcome.ANSWERED, text, show(text, False) + grounding.sources(text)
+
+    def _not_covered(
+        self, key: str, grounding: Grounding, *, decided_by: str
+    ) -> tuple[Outcome, str, str]:
+        """The honest "not covered", whether retrieval found nothing relevant or the model
+        found no answer in what it was given. Memory keeps this text, never the model's
+        bare marker, so a follow-up question reads a real turn."""
+        log.info(
+            "message %s: not covered by the documents (decided by %s)",
+            key,
+            decided_by,
+            extra={"message_key": key, "not_covered_by": decided_by},
+        )
+        text = not_covered_message(grounding.kbs, self.knowledge_handoff)
+        return Outcome.NOT_COVERED, text, text
+
     async def _model_name(self) -> str:
         """The model's id as its server reports it, asked once (ratings are kept with it)."""
         if self._model_id is None:
@@ -414,11 +441,18 @@ class Pipeline:
         return user_tokens, messages, grounding
 
     async def _generate(
-        self, prompt: list[ChatMessage], reply: Reply, show: Display, policy: ChannelPolicy
+        self,
+        prompt: list[ChatMessage],
+        reply: Reply,
+        show: Display,
+        policy: ChannelPolicy,
+        *,
+        grounded: bool = False,
     ) -> str:
         """Stream the answer into the reply; retry transient model errors with backoff.
 
-        A retry starts the text over; the reply replaces what it showed.
+        A retry starts the text over; the reply replaces what it showed. A grounded answer
+        shows nothing while it could still be the "not covered" marker (a few tokens).
         """
         attempt = 0
         started = time.monotonic()
@@ -434,6 +468,8 @@ class Pipeline:
                             metrics.TIME_TO_FIRST_TOKEN.observe(time.monotonic() - started)
                             first_token = False
                         text += chunk
+                        if grounded and is_not_covered(text, partial=True):
+                            continue
                         # Rendering costs the whole text each time: per token that is
                         # quadratic in the answer, and the reply writes once per interval.
                         if not shown or time.monotonic() - rendered_at >= RENDER_INTERVAL:

@@ -1,7 +1,16 @@
 from __future__ import annotations
 
+import pytest
+
 from knowledge.base import Passage
-from workers.grounding import Grounding, not_covered_message, retrieval_query
+from workers.grounding import (
+    GROUNDING_NOTE,
+    NOT_COVERED,
+    Grounding,
+    is_not_covered,
+    not_covered_message,
+    retrieval_query,
+)
 
 
 def _passage(n: int, section: str = "Carry-over") -> Passage:
@@ -47,3 +56,55 @@ def test_not_covered_names_the_knowledge_bases_and_who_to_ask() -> None:
     assert "Please ask #hr-humans." in text
     assert "helpdesk can help" in not_covered_message(["hr-policies"], "")
     assert Grounding(("hr-policies",), ()).covered is False
+
+
+def test_the_model_is_told_to_answer_with_the_marker_alone_when_the_passages_do_not() -> None:
+    assert f"reply with exactly {NOT_COVERED} and nothing else" in GROUNDING_NOTE
+    assert "never guess" in GROUNDING_NOTE.lower()
+    assert "[1], [2]" in GROUNDING_NOTE
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "NOT_COVERED",
+        "  \n NOT_COVERED",
+        "NOT_COVERED.",
+        "not_covered",
+        "Not_Covered.\n",
+        "`NOT_COVERED`",
+        "**NOT_COVERED**",
+        "[NOT_COVERED]",
+        "(NOT_COVERED).",
+        '"NOT_COVERED"',
+    ],
+)
+def test_the_marker_is_recognized_with_the_wrapping_models_put_around_it(answer: str) -> None:
+    assert is_not_covered(answer)
+    assert is_not_covered(answer, partial=True)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "NOT_COVERED is not what I'd say: interns get 10 days [1].",
+        "Interns get 10 days [1]. (Otherwise I would have said NOT_COVERED.)",
+        "Up to 5 unused days carry over to next year [1].",
+        "Not covered.",  # a real answer ("is dental covered?"), not the marker
+        "NOT_COVERED_YET",
+        "",
+    ],
+)
+def test_an_answer_that_is_more_than_the_marker_is_an_answer(answer: str) -> None:
+    assert not is_not_covered(answer)
+
+
+def test_a_streaming_answer_is_held_only_while_it_could_still_become_the_marker() -> None:
+    # Every prefix of the marker (and of its wrapped forms) could still become it.
+    for wrapped in ("NOT_COVERED", "**NOT_COVERED.**", " `not_covered`"):
+        for end in range(len(wrapped) + 1):
+            assert is_not_covered(wrapped[:end], partial=True), wrapped[:end]
+    assert not is_not_covered("NOT_", partial=False)
+    # As soon as the text leaves the marker's path, it shows.
+    for start in ("Up", "No,", "Not ", "NOT_COVERED is", "**Five", "[1", "NOT_COVEREDX"):
+        assert not is_not_covered(start, partial=True), start
