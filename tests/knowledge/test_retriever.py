@@ -126,3 +126,17 @@ async def test_an_index_built_by_another_embedder_is_refused_clearly(
     retriever = retriever_for(faiss_root, HashingEmbedder(128))
     with pytest.raises(KnowledgeError, match="re-ingest it"):
         await retriever.search("vpn", ["it"], 3)
+    # Another model of the same vector size is refused too: its vectors mean other things.
+    retriever = retriever_for(faiss_root, ConstantEmbedder(64))
+    with pytest.raises(KnowledgeError, match=r"built with hashing-64 .* is constant-64 \(64\)"):
+        await retriever.search("vpn", ["it"], 3)
+
+
+async def test_a_tei_server_may_be_reached_at_another_address_than_at_ingest(
+    docs: WriteFiles, faiss_root: Path
+) -> None:
+    ingested, asking = CountingEmbedder(), CountingEmbedder()
+    ingested.model_id, asking.model_id = "tei:http://127.0.0.1:8081", "tei:http://tei:80"
+    await _ingest(faiss_root, docs(IT), "it", ingested)
+    retriever = retriever_for(faiss_root, asking)
+    assert (await retriever.search("GlobalProtect vpn", ["it"], 3))[0].source == "vpn.md"
