@@ -9,7 +9,6 @@ import asyncio
 import json
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from tests.fakes.slack_api import FakeSlack
 from tests.fakes.tgi import FakeTGI, last_user_message
 from tests.support import slack_events as ev
 from tests.support.config import make_settings
+from tests.support.threads import queued_message
 from workers import keys
 from workers.grounding import not_covered_message
 from workers.pipeline import Outcome
@@ -98,21 +98,7 @@ def _responder(marker: str) -> Callable[[str], str]:
 
 
 def _message(text: str, thread: str, redis: Redis, ts: str | None = None) -> InboundMessage:
-    """A message as the ingress leaves it: queued in its thread's order."""
-    ts = ts or ev.next_ts()
-    message = InboundMessage(
-        platform="slack",
-        tenant=ev.TEAM,
-        channel=CHANNEL,
-        thread=thread,
-        user="U0ALICE",
-        text=text,
-        message_id=f"{CHANNEL}:{ts}",
-        reply_to={"channel": CHANNEL, "thread_ts": thread, "team": ev.TEAM, "user": "U0ALICE"},
-        received_at=time.time(),
-    )
-    redis.rpush(keys.thread_queue(message.thread_key), message.message_key)
-    return message
+    return queued_message(text, thread, redis, channel=CHANNEL, ts=ts)
 
 
 def _texts(slack: FakeSlack, thread: str) -> list[str]:

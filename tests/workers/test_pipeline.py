@@ -3,7 +3,6 @@ real Redis, the TGI emulator and the fake Slack Web API."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ from tests.fakes.slack_api import FakeSlack
 from tests.fakes.tgi import FakeTGI
 from tests.support import slack_events as ev
 from tests.support.config import make_settings
+from tests.support.threads import queued_message
 from workers import keys, pipeline
 from workers.pipeline import MSG_MODEL_DOWN, MSG_REJECTED, Outcome, TryLater
 from workers.runtime import WorkerRuntime
@@ -50,21 +50,7 @@ def runtime(redis_url: str, fake_tgi: FakeTGI, fake_slack: FakeSlack) -> Iterato
 
 
 def _message(text: str, thread: str, redis: Redis, ts: str | None = None) -> InboundMessage:
-    """A message as the ingress leaves it: queued in its thread's order."""
-    ts = ts or ev.next_ts()
-    message = InboundMessage(
-        platform="slack",
-        tenant=ev.TEAM,
-        channel=CHANNEL,
-        thread=thread,
-        user="U0ALICE",
-        text=text,
-        message_id=f"{CHANNEL}:{ts}",
-        reply_to={"channel": CHANNEL, "thread_ts": thread, "team": ev.TEAM, "user": "U0ALICE"},
-        received_at=time.time(),
-    )
-    redis.rpush(keys.thread_queue(message.thread_key), message.message_key)
-    return message
+    return queued_message(text, thread, redis, channel=CHANNEL, ts=ts)
 
 
 def _texts(slack: FakeSlack, thread: str) -> list[str]:
