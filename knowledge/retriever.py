@@ -103,7 +103,7 @@ class HybridRetriever(ABC):
         if dense_languages is None:
             dense_languages = getattr(embedder, "languages", ("en",))
         self.dense_languages = frozenset(dense_languages)
-        self.calibration = calibration or calibration_for(getattr(embedder, "model_id", ""))
+        self.calibration = calibration or calibration_for(embedder_id(embedder))
         self.cache = LruCache(cache_size)
         self._loaded: dict[str, Loaded] = {}
         # One load per knowledge base at a time, per event loop: a burst of questions after
