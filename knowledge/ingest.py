@@ -24,6 +24,7 @@ from typing import Literal
 from knowledge.base import Embedder, KnowledgeError, check_kb_name
 from knowledge.chunking import chunk_sections, indexed_text
 from knowledge.documents import SUFFIXES, UnreadableFile, is_supported, parse_document
+from knowledge.embeddings import TEI_PREFIX
 from knowledge.store import Change, KnowledgeStore, Manifest, SourceEntry, StoredChunk
 
 DEFAULT_CHUNK_TOKENS = 200
@@ -84,6 +85,18 @@ def embedder_id(embedder: Embedder) -> str:
     """What the manifest records about the model that made its vectors."""
     model_id = getattr(embedder, "model_id", None)
     return model_id if isinstance(model_id, str) else type(embedder).__name__
+
+
+def same_embedder(built_with: str, dimension: int, embedder: Embedder) -> bool:
+    """Whether vectors that `built_with` made (a manifest's embedder and dimension) can be
+    searched with `embedder`'s. Vectors of two models are not comparable, even of one size. A
+    TEI server is known by its URL, which may differ between the ingest and the workers: only
+    its size is checked."""
+    configured = embedder_id(embedder)
+    same_model = built_with == configured or (
+        built_with.startswith(TEI_PREFIX) and configured.startswith(TEI_PREFIX)
+    )
+    return same_model and dimension == embedder.dimension
 
 
 def chunk_id(source: str, position: int, text: str) -> str:

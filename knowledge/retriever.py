@@ -24,8 +24,7 @@ import numpy as np
 
 from knowledge.base import Embedder, KnowledgeError, Passage, check_kb_name
 from knowledge.chunking import indexed_text
-from knowledge.embeddings import TEI_PREFIX
-from knowledge.ingest import embedder_id
+from knowledge.ingest import embedder_id, same_embedder
 from knowledge.lexical import LexicalIndex, analyze, text_language
 from knowledge.ranking import Calibration, FloatArray, calibration_for
 from knowledge.store import StoredChunk
@@ -169,14 +168,9 @@ class HybridRetriever(ABC):
         return loaded
 
     def _check_embedder(self, loaded: Loaded) -> None:
-        """Vectors of two models are not comparable, even of one size. A TEI server is known
-        by its URL, which may differ between the ingest and the workers: only its size is
-        checked."""
-        configured = embedder_id(self.embedder)
-        other_model = loaded.embedder != configured and not (
-            loaded.embedder.startswith(TEI_PREFIX) and configured.startswith(TEI_PREFIX)
-        )
-        if other_model or loaded.dimension != self.embedder.dimension:
+        """Refuse vectors of another model (knowledge.ingest.same_embedder)."""
+        if not same_embedder(loaded.embedder, loaded.dimension, self.embedder):
+            configured = embedder_id(self.embedder)
             raise KnowledgeError(
                 f"knowledge base {loaded.kb!r} was built with {loaded.embedder} "
                 f"({loaded.dimension}-dimensional vectors) but the configured embedder is "

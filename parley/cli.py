@@ -46,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chat", help="talk to Parley from this terminal (needs Redis and a running worker)"
     )
     commands.add_parser(
-        "doctor", help="check Redis, the broker, the model server, Slack and Teams; say how to fix"
+        "doctor",
+        help="check Redis, the broker, the model server, Slack, Teams and the knowledge bases; "
+        "say how to fix",
     )
     admin_cli.add_parsers(commands)
     knowledge_cli.add_parser(commands)
