@@ -305,8 +305,14 @@ class FaissRetriever(HybridRetriever):
         *,
         dense_languages: Collection[str] | None = None,
         cache_size: int = 256,
+        translate_words: bool | None = None,
     ) -> None:
-        super().__init__(embedder, dense_languages=dense_languages, cache_size=cache_size)
+        super().__init__(
+            embedder,
+            dense_languages=dense_languages,
+            cache_size=cache_size,
+            translate_words=translate_words,
+        )
         self.store = FaissStore(root)
         self._stamps: dict[str, tuple[tuple[int, int, int], str]] = {}
 
@@ -362,7 +368,7 @@ class FaissRetriever(HybridRetriever):
         n = min(self.candidates(query.k), len(loaded.chunks))
         similarities, rows = data.index.search(query.vector.reshape(1, -1), n)
         cosine = {int(r): float(s) for r, s in zip(rows[0], similarities[0], strict=True) if r >= 0}
-        lexical = loaded.lexical.scores(loaded.lexical.query_terms(query.text))
+        lexical = self.lexical_scores(loaded, query)
         extra = [row for row in self.lexical_rows(lexical, n) if row not in cosine]
         if extra:
             for row, value in zip(extra, data.vectors[extra] @ query.vector, strict=True):

@@ -28,6 +28,9 @@ import numpy.typing as npt
 _TOKEN_PIECE = re.compile(r"\w{1,6}|[^\w\s]")
 _WORD = re.compile(r"\w+")
 
+# The languages whose stop words and stemmers this module has (text_language tells them apart).
+LANGUAGES = frozenset(("en", "es"))
+
 # BM25 (Lucene's variant) parameters: the usual ones.
 K1 = 1.2
 B = 0.75
@@ -109,6 +112,17 @@ def detect_language(words: Sequence[str]) -> str:
 
 def text_language(text: str) -> str:
     return detect_language(_WORD.findall(text.lower()))
+
+
+_CONTENT_WORD = re.compile(r"[^\W\d_]{3,}")
+
+
+def content_words(text: str) -> list[str]:
+    """The distinct lower-case words of `text` that carry meaning: three letters or more, no
+    digits, no stop word of either language; in order of first use."""
+    stop = _stop_words()["any"]
+    words = _CONTENT_WORD.findall(text.lower())
+    return list(dict.fromkeys(w for w in words if _plain_word(w) not in stop))
 
 
 def analyze(text: str, language: str | None = None) -> list[str]:

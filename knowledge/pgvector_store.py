@@ -237,8 +237,14 @@ class PgRetriever(HybridRetriever):
         schema: str = "public",
         dense_languages: Collection[str] | None = None,
         cache_size: int = 256,
+        translate_words: bool | None = None,
     ) -> None:
-        super().__init__(embedder, dense_languages=dense_languages, cache_size=cache_size)
+        super().__init__(
+            embedder,
+            dense_languages=dense_languages,
+            cache_size=cache_size,
+            translate_words=translate_words,
+        )
         self.store = PgStore(url, schema=schema)
         self._connections: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
@@ -334,7 +340,7 @@ class PgRetriever(HybridRetriever):
         rows_by_id: dict[str, int] = loaded.backend
         if not loaded.chunks:
             return []
-        lexical = loaded.lexical.scores(loaded.lexical.query_terms(query.text))
+        lexical = self.lexical_scores(loaded, query)
         n = self.candidates(query.k)
         extra = [loaded.chunks[row].chunk_id for row in self.lexical_rows(lexical, n)]
         found = await self._query(

@@ -2,10 +2,12 @@
 
 Per search: ask the store for each knowledge base's version (a stat of a file, or one small
 query), reload a knowledge base whose version changed since it was loaded (so a worker sees a
-re-ingest without a restart), then embed the question once and rank each knowledge base's
-candidates: the dense top-N from the vector index plus the BM25 top-N, each scored with both
-signals (knowledge.ranking). Results are cached per (question hash, knowledge bases and their
-versions, k) in a small LRU, so a new version never serves an old answer.
+re-ingest without a restart), then embed the question once (with its words, for
+knowledge.bridge) and rank each knowledge base's candidates: the dense top-N from the vector
+index plus the BM25 top-N, each scored with both signals (knowledge.ranking). The best become
+passages with their neighbouring chunks (knowledge.windows). Results are cached per (question
+hash, knowledge bases and their versions, k) in a small LRU, so a new version never serves an
+old answer.
 """
 
 from __future__ import annotations
@@ -17,17 +19,19 @@ import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from knowledge.base import Embedder, KnowledgeError, Passage, check_kb_name
+from knowledge.bridge import TRANSLATED_WEIGHT, TermBridge, build_bridge
 from knowledge.chunking import indexed_text
 from knowledge.ingest import embedder_id, same_embedder
-from knowledge.lexical import LexicalIndex, analyze, text_language
+from knowledge.lexical import LANGUAGES, LexicalIndex, analyze, content_words, text_language
 from knowledge.ranking import Calibration, FloatArray, calibration_for
 from knowledge.store import StoredChunk
+from knowledge.windows import DEFAULT_REACH, Positions, positions, window_text, windows
 
 # Candidates taken from each signal before the hybrid ranking, at least.
 MIN_CANDIDATES = 32
@@ -45,6 +49,9 @@ class Loaded:
     lexical: LexicalIndex
     centroid: FloatArray | None
     backend: Any = None  # what the store's retriever keeps beside: FAISS's vectors and index
+    # Set by HybridRetriever._prepare:
+    by_position: Positions = field(default_factory=dict)
+    bridge: TermBridge | None = None
 
 
 def build_lexical(chunks: Sequence[StoredChunk]) -> LexicalIndex:
@@ -57,6 +64,10 @@ class Query:
     vector: FloatArray
     weight: float  # of the dense signal (knowledge.ranking)
     k: int
+    language: str = "en"
+    # For knowledge.bridge: the question's content words and a vector for each.
+    words: tuple[str, ...] = ()
+    word_vectors: FloatArray | None = None
 
 
 class LruCache:
@@ -95,13 +106,23 @@ class HybridRetriever(ABC):
         dense_languages: Collection[str] | None = None,
         cache_size: int = 256,
         calibration: Calibration | None = None,
+        reach: int = DEFAULT_REACH,
+        translate_words: bool | None = None,
     ) -> None:
         """dense_languages: the languages whose questions the dense signal may rank; None:
-        the embedder's own `languages` (English for one that names none)."""
+        the embedder's own `languages` (English for one that names none). reach: chunks on
+        each side of a ranked chunk that its passage includes (knowledge.windows).
+        translate_words: translate questions' words for BM25 (knowledge.bridge); None: when
+        the dense languages hold two that the lexical index tells apart, i.e. the model maps
+        both into one space."""
         self.embedder = embedder
+        self.reach = reach
         if dense_languages is None:
             dense_languages = getattr(embedder, "languages", ("en",))
         self.dense_languages = frozenset(dense_languages)
+        if translate_words is None:
+            translate_words = len(self.dense_languages & LANGUAGES) >= 2
+        self.bridging = translate_words
         self.calibration = calibration or calibration_for(embedder_id(embedder))
         self.cache = LruCache(cache_size)
         self._loaded: dict[str, Loaded] = {}
@@ -139,13 +160,7 @@ class HybridRetriever(ABC):
         if cached is not None:
             return list(cached)
         loaded = [await self._current(kb, version) for kb, version in sorted(versions.items())]
-        vector = (await self.embedder.embed([query]))[0]
-        prepared = Query(
-            text=query,
-            vector=np.asarray(vector, dtype=np.float32),
-            weight=self.calibration.weight(text_language(query), self.dense_languages),
-            k=k,
-        )
+        prepared = await self._prepare_query(query, k, loaded)
         passages: list[Passage] = []
         for kb in loaded:
             passages.extend(await self._search_loaded(kb, prepared))
@@ -153,6 +168,30 @@ class HybridRetriever(ABC):
         result = tuple(passages[:k])
         self.cache.put(key, result)
         return list(result)
+
+    async def _prepare_query(self, text: str, k: int, loaded: Sequence[Loaded]) -> Query:
+        """The question embedded, and its words too where a knowledge base has a bridge (in
+        the same call; a word the bridge knows already has its vector)."""
+        language = text_language(text)
+        bridges = [kb.bridge for kb in loaded if kb.bridge is not None]
+        words = tuple(content_words(text)) if bridges else ()
+        known: dict[str, FloatArray] = {}
+        for word in words:
+            vector = next((v for b in bridges if (v := b.vector_of(word)) is not None), None)
+            if vector is not None:
+                known[word] = vector
+        missing = [w for w in words if w not in known]
+        vectors = np.asarray(await self.embedder.embed([text, *missing]), dtype=np.float32)
+        known.update(zip(missing, vectors[1:], strict=True))
+        return Query(
+            text=text,
+            vector=vectors[0],
+            weight=self.calibration.weight(language, self.dense_languages),
+            k=k,
+            language=language,
+            words=words,
+            word_vectors=np.stack([known[w] for w in words]) if words else None,
+        )
 
     async def _current(self, kb: str, version: str) -> Loaded:
         loaded = self._loaded.get(kb)
@@ -162,10 +201,33 @@ class HybridRetriever(ABC):
         async with locks.setdefault(kb, asyncio.Lock()):
             loaded = self._loaded.get(kb)
             if loaded is None or loaded.version != version:
+                previous = self._loaded.get(kb)
                 loaded = await self._load(kb)
                 self._check_embedder(loaded)
+                loaded = await self._prepare(loaded, previous)
                 self._loaded[kb] = loaded
         return loaded
+
+    async def _prepare(self, loaded: Loaded, previous: Loaded | None) -> Loaded:
+        """What ranking needs beside what the store loaded."""
+        bridge = None
+        if self.bridging:
+            before = previous.bridge if previous is not None else None
+            bridge = await build_bridge(loaded.chunks, self.embedder, self.dense_languages, before)
+        return replace(loaded, by_position=positions(loaded.chunks), bridge=bridge)
+
+    def lexical_scores(self, loaded: Loaded, query: Query) -> FloatArray:
+        """BM25 of every chunk for the question's words and, through the knowledge base's
+        bridge, for their translations, counted at TRANSLATED_WEIGHT (knowledge.bridge)."""
+        lexical = loaded.lexical
+        scores = lexical.scores(lexical.query_terms(query.text))
+        if loaded.bridge is None or query.word_vectors is None:
+            return scores
+        translated = loaded.bridge.translate(query.words, query.word_vectors, query.language)
+        for terms in translated.values():
+            other = lexical.scores(terms) * np.float32(TRANSLATED_WEIGHT)
+            scores = np.maximum(scores, other)
+        return scores
 
     def _check_embedder(self, loaded: Loaded) -> None:
         """Refuse vectors of another model (knowledge.ingest.same_embedder)."""
@@ -193,19 +255,23 @@ class HybridRetriever(ABC):
         calibration = self.calibration
         base = calibration.background(query.vector, loaded.centroid, len(loaded.chunks))
         scores = calibration.scores(cosine, lexical[rows], background=base, weight=query.weight)
-        order = np.argsort(-scores, kind="stable")[: query.k]
+        order = np.argsort(-scores, kind="stable")
+        ranked = (int(rows[i]) for i in order)
+        score_of = {int(rows[i]): float(scores[i]) for i in order}
         passages = []
-        for i in order:
-            chunk = loaded.chunks[int(rows[i])]
+        for window in windows(
+            ranked, loaded.chunks, loaded.by_position, k=query.k, reach=self.reach
+        ):
+            chunk = loaded.chunks[window.anchor]
             passages.append(
                 Passage(
                     kb=loaded.kb,
                     chunk_id=chunk.chunk_id,
-                    text=chunk.text,
+                    text=window_text(window, loaded.chunks),
                     title=chunk.title,
                     section=chunk.section,
                     source=chunk.source,
-                    score=round(float(scores[i]), 6),
+                    score=round(score_of[window.anchor], 6),
                 )
             )
         return passages

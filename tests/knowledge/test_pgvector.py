@@ -35,7 +35,9 @@ async def test_ingest_search_and_reingest_in_postgresql(docs: WriteFiles, pg_sch
     assert report.chunks_total == 4
 
     embedder = CountingEmbedder()
-    retriever = PgRetriever(PG_URL, embedder, schema=pg_schema, dense_languages=("en", "es"))
+    retriever = PgRetriever(
+        PG_URL, embedder, schema=pg_schema, dense_languages=("en", "es"), translate_words=False
+    )
     try:
         assert await retriever.knowledge_bases() == ["handbook"]
         (top,) = await retriever.search("How many vacation days carry over?", ["handbook"], 1)
