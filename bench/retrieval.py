@@ -14,15 +14,16 @@ at once, as a channel that uses both would; every figure is printed for each set
   (a quote of the passage that answers it; some questions also name the same answer in the
   other language's version of the document, or a second passage that answers it too),
   compared case- and whitespace-insensitively. A passage is what the model gets: the ranked
-  chunk with its neighbours in the document (knowledge.windows). Reported overall, for English and Spanish
-  questions, for cross-lingual ones (no passage that answers it is in the question's
-  language) and for paraphrases (few words shared with the passage); "right document, any
-  chunk" beside it tells a wrong chunk of the right file from a wrong file.
+  chunk with its neighbours in the document (knowledge.windows). Reported overall, for
+  English and Spanish questions, for cross-lingual ones (no passage that answers it is in the
+  question's language) and for paraphrases (few words shared with the passage); "right
+  document, any chunk" beside it tells a wrong chunk of the right file from a wrong file.
 - "not covered" decisions: a question is answered when its best passage scores at or above
   the retriever's threshold (PARLEY_KNOWLEDGE_MIN_SCORE). Accuracy over all questions
   (covered ones must pass, uncovered ones must not) at that threshold; and the best
   threshold on this set, which is tuned on the set itself and so only says how far the
-  shipped threshold is from it.
+  shipped threshold is from it. This is the first line of the decision only: bench.grounded
+  adds the model's own check.
 - latency of one search (the question embedded, the indexes searched, passages ranked; the
   retriever's per-question cache is turned off), p50 and p99 over 3 rounds of all questions
   after a warm-up, wall-clock and CPU time of the process (the machine's other work delays
@@ -661,9 +662,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                         decisions(mine, settings.knowledge_min_score)["all"]
                     ),
                 }
-            await _close(scale_retriever)
+            await close_retriever(scale_retriever)
     finally:
-        await _close(retriever)
+        await close_retriever(retriever)
         if args.store == "pgvector":
             await _drop(store, created)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -708,7 +709,7 @@ async def measure_scale(
     }
 
 
-async def _close(retriever: Retriever) -> None:
+async def close_retriever(retriever: Retriever) -> None:
     close = getattr(retriever, "aclose", None)
     if close is not None:
         await close()

@@ -57,6 +57,16 @@ PLACEHOLDER_NOTE = (
     "never guess or invent the value behind it."
 )
 
+
+def system_message(
+    system_prompt: str, grounding: Grounding | None, finding: InjectionFinding | None = None
+) -> str:
+    """The system message a question is answered with: the channel's prompt, the note on
+    placeholders, the passages of a grounded answer, hardened against a detected injection."""
+    passages = f"\n\n{grounding.system_block()}" if grounding else ""
+    return harden_system_prompt(f"{system_prompt}\n\n{PLACEHOLDER_NOTE}{passages}", finding)
+
+
 Display = Callable[[str, bool], str]  # (model text, still streaming) -> what people see
 # Seconds between two renderings of a growing answer for display (sanitized, values put
 # back); until the answer shows something, every token is rendered.
@@ -410,11 +420,7 @@ class Pipeline:
         per_message = self.model.prompt_overhead_tokens(1) - self.model.prompt_overhead_tokens(0)
         history_tokens = sum(turn.tokens + per_message for turn in history)
         while True:
-            system_prompt = harden_system_prompt(
-                f"{policy.system_prompt}\n\n{PLACEHOLDER_NOTE}"
-                + (f"\n\n{grounding.system_block()}" if grounding else ""),
-                finding,
-            )
+            system_prompt = system_message(policy.system_prompt, grounding, finding)
             system_tokens = await self.model.count_tokens(system_prompt)
             fixed = system_tokens + user_tokens + self.model.prompt_overhead_tokens(2)
             available = self.model.context_tokens - max_new_tokens - fixed
