@@ -39,6 +39,10 @@ class Retriever(Protocol):
         """Names of the knowledge bases that hold an index, sorted."""
         ...
 
+    async def preload(self) -> list[str]:
+        """Load the model and every knowledge base before the first question; their names."""
+        ...
+
 
 class Embedder(Protocol):
     dimension: int

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import threading
 import weakref
 from abc import ABC, abstractmethod
@@ -32,6 +33,8 @@ from knowledge.lexical import LANGUAGES, LexicalIndex, analyze, content_words, t
 from knowledge.ranking import Calibration, FloatArray, calibration_for
 from knowledge.store import StoredChunk
 from knowledge.windows import DEFAULT_REACH, Positions, positions, window_text, windows
+
+log = logging.getLogger(__name__)
 
 # Candidates taken from each signal before the hybrid ranking, at least.
 MIN_CANDIDATES = 32
@@ -133,6 +136,10 @@ class HybridRetriever(ABC):
         ] = weakref.WeakKeyDictionary()
 
     @abstractmethod
+    async def knowledge_bases(self) -> list[str]:
+        """Names of the knowledge bases that hold an index, sorted."""
+
+    @abstractmethod
     async def _versions(self, kbs: Sequence[str]) -> dict[str, str]:
         """The current version of each of these knowledge bases that exists."""
 
@@ -168,6 +175,22 @@ class HybridRetriever(ABC):
         result = tuple(passages[:k])
         self.cache.put(key, result)
         return list(result)
+
+    async def preload(self) -> list[str]:
+        """Load the embedding model and every knowledge base now (index, BM25, the bridge's
+        vocabulary), so that the first question does not wait for them; the names loaded.
+        One that cannot be loaded is logged and left for a question to report."""
+        await self.embedder.embed(["warm-up"])
+        names = [kb for kb in await self.knowledge_bases() if _valid(kb)]
+        loaded = []
+        for kb, version in sorted((await self._versions(names)).items()):
+            try:
+                await self._current(kb, version)
+            except KnowledgeError as exc:
+                log.warning("knowledge base %s not loaded: %s", kb, exc)
+            else:
+                loaded.append(kb)
+        return loaded
 
     async def _prepare_query(self, text: str, k: int, loaded: Sequence[Loaded]) -> Query:
         """The question embedded, and its words too where a knowledge base has a bridge (in

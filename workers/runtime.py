@@ -75,7 +75,11 @@ class WorkerRuntime:
         return self._run(pipeline.answer(message))
 
     def warm_up(self) -> None:
-        self._get_pipeline()
+        pipeline = self._get_pipeline()
+        if pipeline.retriever is not None:
+            # In the background: a worker takes messages while its knowledge bases load (a
+            # question that needs one meanwhile waits for that load, not for a second one).
+            asyncio.run_coroutine_threadsafe(_preload(pipeline.retriever), self._loop)
 
     def close(self) -> None:
         if self._pipeline is not None:
@@ -171,6 +175,19 @@ def _retriever(settings: Settings) -> Retriever | None:
     except ImportError as exc:
         log.warning("knowledge bases unavailable in this worker (%s); install '.[knowledge]'", exc)
         return None
+
+
+async def _preload(retriever: Retriever) -> None:
+    started = time.monotonic()
+    try:
+        loaded = await retriever.preload()
+    except Exception:
+        log.exception("could not load the knowledge bases; the first question will try again")
+        return
+    if loaded:
+        log.info(
+            "knowledge bases loaded in %.1f s: %s", time.monotonic() - started, ", ".join(loaded)
+        )
 
 
 def _process_name() -> str:

@@ -140,3 +140,26 @@ async def test_a_tei_server_may_be_reached_at_another_address_than_at_ingest(
     await _ingest(faiss_root, docs(IT), "it", ingested)
     retriever = retriever_for(faiss_root, asking)
     assert (await retriever.search("GlobalProtect vpn", ["it"], 3))[0].source == "vpn.md"
+
+
+async def test_preload_loads_every_knowledge_base_and_skips_a_broken_one(
+    docs: WriteFiles, faiss_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _ingest(faiss_root, docs(IT), "it")
+    await _ingest(faiss_root, docs(HR), "hr")
+    await _ingest(faiss_root, docs(HR), "other", HashingEmbedder(64))  # another model
+    embedder = CountingEmbedder()
+    retriever = retriever_for(faiss_root, embedder)
+
+    assert await retriever.preload() == ["hr", "it"]
+    assert embedder.texts == ["warm-up"]  # the model loaded before any question
+    assert "knowledge base other not loaded" in caplog.text
+    assert "re-ingest it" in caplog.text
+
+    # A question now finds both loaded: nothing but the question is embedded, and the
+    # broken knowledge base still says what is wrong with it.
+    (found,) = await retriever.search("vacation days carry over", ["hr", "it"], 1)
+    assert found.kb == "hr"
+    assert embedder.texts == ["warm-up", "vacation days carry over"]
+    with pytest.raises(KnowledgeError, match="re-ingest it"):
+        await retriever.search("vpn", ["other"], 1)

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -85,6 +86,17 @@ def runtime(
     rt = WorkerRuntime(settings)
     yield rt
     rt.close()
+
+
+def test_a_worker_loads_its_knowledge_bases_when_it_starts(
+    runtime: WorkerRuntime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="workers.runtime")
+    runtime.warm_up()
+    deadline = time.monotonic() + 10
+    while "knowledge bases loaded" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert re.search(rf"knowledge bases loaded in [0-9.]+ s: {KB}$", caplog.text, re.M)
 
 
 def _responder(marker: str) -> Callable[[str], str]:
