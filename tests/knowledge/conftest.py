@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -11,8 +10,7 @@ import pytest
 
 from knowledge.base import Embedder
 from knowledge.faiss_store import FaissRetriever, FaissStore
-
-PG_URL = os.environ.get("PARLEY_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.support.postgres import connect, has_pgvector
 
 WriteFiles = Callable[[Mapping[str, str | bytes]], Path]
 
@@ -59,21 +57,11 @@ async def pg_schema() -> AsyncIterator[str]:
 
     Skips only when the server lacks the extension (.ci/run installs it); fails when the
     server is not running, as the Redis fixture does."""
-    import psycopg
-
-    try:
-        conn = await psycopg.AsyncConnection.connect(PG_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not running at {PG_URL} ({exc}). Start it: pg_ctlcluster "
-            "--skip-systemctl-redirect 15 main start (.ci/run does this)."
-        )
+    conn = await connect()
     schema = f"parley_test_{uuid.uuid4().hex[:12]}"
     try:
-        available = await (
-            await conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
-        ).fetchone()
-        if available is None:
+        available = await has_pgvector(conn)
+        if not available:
             pytest.skip(
                 "the pgvector extension is not installed in the local PostgreSQL; install it "
                 "(Debian: postgresql-15-pgvector, or .ci/run, which builds Debian's package "

@@ -10,8 +10,9 @@ from knowledge.ingest import ingest_folder
 from knowledge.pgvector_store import PgRetriever, PgStore, redact_url
 from knowledge.store import Change, ConcurrentIngest
 from tests.fakes.embedders import CountingEmbedder, FailingEmbedder
-from tests.knowledge.conftest import PG_URL, WriteFiles
+from tests.knowledge.conftest import WriteFiles
 from tests.knowledge.pdf import make_pdf
+from tests.support.postgres import PG_URL
 
 CORPUS: dict[str, str | bytes] = {
     "vacation.md": "# Vacation policy\n\n## Carry-over\n\nUp to five unused vacation days carry "

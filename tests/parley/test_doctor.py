@@ -19,9 +19,9 @@ from knowledge.use_embedder import UseEmbedder
 from tests.fakes.slack_api import FakeSlack
 from tests.fakes.tei import FakeTEI
 from tests.fakes.tgi import FakeTGI
-from tests.knowledge.conftest import PG_URL
 from tests.support import slack_events as ev
 from tests.support.config import ENCRYPTION_KEY
+from tests.support.postgres import PG_URL, connect, has_pgvector
 from tests.support.processes import free_port
 
 Doctor = Callable[..., subprocess.CompletedProcess[str]]
@@ -211,22 +211,12 @@ def test_an_unreachable_knowledge_database_is_a_failure_without_its_password(
 async def pg_database() -> AsyncIterator[tuple[str, bool]]:
     """(URL, whether the server has pgvector) of a database of its own in the real PostgreSQL,
     dropped afterwards: the store always uses schema `public`, which the doctor reads."""
-    import psycopg
-
-    try:
-        admin = await psycopg.AsyncConnection.connect(PG_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.fail(
-            f"PostgreSQL is not running at {PG_URL} ({exc}). Start it: pg_ctlcluster "
-            "--skip-systemctl-redirect 15 main start (.ci/run does this)."
-        )
+    admin = await connect()
     name = f"parley_doctor_{uuid.uuid4().hex[:12]}"
-    available = await (
-        await admin.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'")
-    ).fetchone()
+    available = await has_pgvector(admin)
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield PG_URL.rsplit("/", 1)[0] + f"/{name}", available is not None
+        yield PG_URL.rsplit("/", 1)[0] + f"/{name}", available
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
