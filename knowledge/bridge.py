@@ -17,7 +17,8 @@ wins), so a passage in the question's own language that matches its words still 
 
 The constants were chosen on the benchmark's tuning set (bench/retrieval.py). Building a
 bridge embeds each word of the vocabulary once (about 1 ms a word with USE on one core);
-a reload after a re-ingest embeds only the words the previous version lacked.
+a reload after a re-ingest, or a second knowledge base, embeds only the words that the
+bridges already loaded lack.
 """
 
 from __future__ import annotations
@@ -113,28 +114,29 @@ async def build_bridge(
     chunks: Sequence[StoredChunk],
     embedder: Embedder,
     languages: Collection[str],
-    previous: TermBridge | None = None,
+    known: Sequence[TermBridge] = (),
 ) -> TermBridge | None:
     """The bridge of these chunks, or None when they are in fewer than two of `languages`
     (the languages the embedding model maps into one space): nothing to translate between.
-    Words the previous version of the knowledge base had keep their vectors."""
+    A word one of the `known` bridges has (the knowledge base's previous version, the other
+    knowledge bases loaded) keeps its vector rather than being embedded again."""
     words = await asyncio.to_thread(vocabulary, chunks, languages)
     if len(words) < 2:
         return None
-    known: dict[str, FloatArray] = {}
+    found: dict[str, FloatArray] = {}
     missing: list[str] = []
     for word in sorted({w for ws in words.values() for w in ws}):
-        vector = previous.vector_of(word) if previous is not None else None
+        vector = next((v for b in known if (v := b.vector_of(word)) is not None), None)
         if vector is None:
             missing.append(word)
         else:
-            known[word] = vector
+            found[word] = vector
     for start in range(0, len(missing), _BATCH):
         batch = missing[start : start + _BATCH]
         vectors = await embedder.embed(batch)
-        known.update(zip(batch, np.asarray(vectors, dtype=np.float32), strict=True))
+        found.update(zip(batch, np.asarray(vectors, dtype=np.float32), strict=True))
     matrices = {
-        lang: np.stack([known[w] for w in ws]).astype(np.float32, copy=False)
+        lang: np.stack([found[w] for w in ws]).astype(np.float32, copy=False)
         for lang, ws in words.items()
     }
     return TermBridge(words, matrices)

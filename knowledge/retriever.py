@@ -224,19 +224,19 @@ class HybridRetriever(ABC):
         async with locks.setdefault(kb, asyncio.Lock()):
             loaded = self._loaded.get(kb)
             if loaded is None or loaded.version != version:
-                previous = self._loaded.get(kb)
                 loaded = await self._load(kb)
                 self._check_embedder(loaded)
-                loaded = await self._prepare(loaded, previous)
+                loaded = await self._prepare(loaded)
                 self._loaded[kb] = loaded
         return loaded
 
-    async def _prepare(self, loaded: Loaded, previous: Loaded | None) -> Loaded:
-        """What ranking needs beside what the store loaded."""
+    async def _prepare(self, loaded: Loaded) -> Loaded:
+        """What ranking needs beside what the store loaded. The bridges loaded so far (the
+        knowledge base's previous version among them) lend the new one their word vectors."""
         bridge = None
         if self.bridging:
-            before = previous.bridge if previous is not None else None
-            bridge = await build_bridge(loaded.chunks, self.embedder, self.dense_languages, before)
+            known = [kb.bridge for kb in self._loaded.values() if kb.bridge is not None]
+            bridge = await build_bridge(loaded.chunks, self.embedder, self.dense_languages, known)
         return replace(loaded, by_position=positions(loaded.chunks), bridge=bridge)
 
     def lexical_scores(self, loaded: Loaded, query: Query) -> FloatArray:

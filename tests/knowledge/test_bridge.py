@@ -79,7 +79,7 @@ async def test_one_language_needs_no_bridge() -> None:
     assert await build_bridge(CHUNKS, UseEmbedder(), ("en",)) is None
 
 
-async def test_a_new_version_embeds_only_the_words_the_last_one_lacked() -> None:
+async def test_a_new_version_embeds_only_the_words_no_loaded_bridge_has() -> None:
     embedder = CountingEmbedder(UseEmbedder())
     first = await build_bridge(CHUNKS, embedder, EN_ES)
     assert first is not None
@@ -87,7 +87,7 @@ async def test_a_new_version_embeds_only_the_words_the_last_one_lacked() -> None
     embedder.texts.clear()
 
     edited = [*CHUNKS, StoredChunk("w", "wifi.md", 0, "Wifi", "", "Guests use the guest network.")]
-    second = await build_bridge(edited, embedder, EN_ES, previous=first)
+    second = await build_bridge(edited, embedder, EN_ES, known=[first])
     assert second is not None
     assert sorted(embedder.texts) == ["guest", "guests", "network", "use", "wifi"]
     before, after = first.vector_of("vacation"), second.vector_of("vacation")
