@@ -179,9 +179,12 @@ class HybridRetriever(ABC):
     async def preload(self) -> list[str]:
         """Load the embedding model and every knowledge base now (index, BM25, the bridge's
         vocabulary), so that the first question does not wait for them; the names loaded.
-        One that cannot be loaded is logged and left for a question to report."""
-        await self.embedder.embed(["warm-up"])
+        One that cannot be loaded is logged and left for a question to report. Without any
+        knowledge base nothing is loaded: a worker nobody asks about documents stays lean."""
         names = [kb for kb in await self.knowledge_bases() if _valid(kb)]
+        if not names:
+            return []
+        await self.embedder.embed(["warm-up"])
         loaded = []
         for kb, version in sorted((await self._versions(names)).items()):
             try:

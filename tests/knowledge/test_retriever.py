@@ -145,6 +145,11 @@ async def test_a_tei_server_may_be_reached_at_another_address_than_at_ingest(
 async def test_preload_loads_every_knowledge_base_and_skips_a_broken_one(
     docs: WriteFiles, faiss_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # No knowledge base yet: not even the model is loaded.
+    idle = CountingEmbedder()
+    assert await retriever_for(faiss_root, idle).preload() == []
+    assert idle.calls == 0
+
     await _ingest(faiss_root, docs(IT), "it")
     await _ingest(faiss_root, docs(HR), "hr")
     await _ingest(faiss_root, docs(HR), "other", HashingEmbedder(64))  # another model
