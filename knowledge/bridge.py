@@ -55,10 +55,6 @@ class TermBridge:
             w: v for lang in words for w, v in zip(words[lang], vectors[lang], strict=True)
         }
 
-    @property
-    def languages(self) -> frozenset[str]:
-        return frozenset(self.words)
-
     def vector_of(self, word: str) -> FloatArray | None:
         return self._known.get(word)
 
