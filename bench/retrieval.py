@@ -72,6 +72,15 @@ held-out set), decisions 0.786. Every constant was searched again on the larger 
 1-2 neighbouring chunks): within two questions of each other everywhere, so the constants
 stay; two neighbours a side would gain two questions for passages twice as long.
 
+What a threshold can decide (2026-12-07, tuning / held-out): answering every question
+scores 0.776 / 0.780 and the best threshold on each set 0.801 / 0.795. Other signals, each
+with its best threshold on the tuning set: the best passage's cosine to the question 0.806
+(0.727 held-out at that threshold), the best sentence's of the top three passages 0.796
+(0.697). A near miss finds the passage on its topic, so only the model's own check can
+refuse it (bench.grounded). Also tried without gain in recall: ranking by reciprocal-rank
+fusion of the two signals (142 / 86-88 of 156 / 103), and dense pseudo-relevance feedback
+(the question moved towards its top three chunks: 135-136 / 83).
+
 Every figure is taken on one core: the process is pinned to one CPU with
 os.sched_setaffinity and OMP/MKL/OpenBLAS/torch use one thread (set before they are
 imported), except building the 10,000-chunk index, which uses the cores the process had.
