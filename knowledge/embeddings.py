@@ -188,7 +188,12 @@ class TeiEmbedder:
             try:
                 async with session.post(f"{self.url}/embed", json=body) as response:
                     if response.status == 200:
-                        return self._check(await response.json(), len(batch))
+                        try:
+                            payload = await response.json(content_type=None)
+                        except ValueError:
+                            problem = "its answer is not JSON: is PARLEY_TEI_URL a TEI server?"
+                            break
+                        return self._check(payload, len(batch))
                     problem = f"HTTP {response.status}: {_short(await response.text())}"
                     if response.status not in (408, 429) and response.status < 500:
                         break  # the request itself is wrong: retrying cannot help

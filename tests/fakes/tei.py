@@ -4,7 +4,8 @@ It answers TEI's wire format: {"inputs": str | [str], "normalize": bool, "trunca
 in, a JSON list of vectors out; batches above `max_batch` get TEI's 413-style refusal (TEI
 answers 413 with {"error", "error_type": "Validation"}). Vectors come from the hashing
 embedder so they are deterministic. `fail_next` answers the next requests with these HTTP
-statuses instead; `dimension_override` sends vectors of another size.
+statuses instead; `dimension_override` sends vectors of another size; `web_page` answers 200
+with an HTML page, as another web server at a wrong PARLEY_TEI_URL would.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class FakeTEI(BackgroundServer):
         self.max_batch = max_batch
         self.fail_next: list[int] = []
         self.dimension_override: int | None = None
+        self.web_page = False
         self.requests: list[dict[str, Any]] = []
         app = web.Application()
         app.router.add_post("/embed", self._embed)
@@ -36,6 +38,8 @@ class FakeTEI(BackgroundServer):
             return web.json_response(
                 {"error": "overloaded", "error_type": "Overloaded"}, status=status
             )
+        if self.web_page:
+            return web.Response(text="<html><body>Welcome</body></html>", content_type="text/html")
         inputs = body["inputs"]
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         if len(texts) > self.max_batch:

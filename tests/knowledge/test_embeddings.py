@@ -77,6 +77,14 @@ async def test_tei_embedder_gives_up_with_a_short_clear_error(tei: FakeTEI) -> N
         await unreachable.embed(["x"])
 
 
+async def test_a_server_that_is_not_tei_is_named_at_once(tei: FakeTEI) -> None:
+    tei.web_page = True
+    embedder = TeiEmbedder(tei.url, dimension=64, retry_delay=0.01)
+    with pytest.raises(EmbeddingError, match="not JSON: is PARLEY_TEI_URL a TEI server"):
+        await embedder.embed(["x"])
+    assert len(tei.requests) == 1  # a wrong address is not retried
+
+
 def test_a_folder_that_is_no_sentence_transformers_model_is_named(tmp_path: Path) -> None:
     with pytest.raises(EmbeddingError, match="not a sentence-transformers model folder"):
         model_dimension(tmp_path)
