@@ -196,7 +196,9 @@ _BLOCKS = {
     "figcaption", "form", "fieldset", "address", "details", "summary",
 }  # fmt: skip
 # Not content: code, styles, and site navigation menus.
-_SKIPPED = {"script", "style", "noscript", "template", "svg", "head", "iframe", "object", "nav"}
+_SKIPPED = {"script", "style", "noscript", "template", "svg", "iframe", "object", "nav"}
+# What <head> may hold. </head> is optional (HTML5): any other tag, or text, starts the body.
+_HEAD_CONTENT = {"title", "meta", "link", "base", "style", "script", "noscript", "template"}
 _VOID = {"br", "hr", "img", "input", "meta", "link", "area", "base", "col", "embed", "source"}
 
 
@@ -209,17 +211,23 @@ class _HtmlSections(HTMLParser):
         self.heading: list[str] | None = None
         self.heading_level = 0
         self.skip_depth = 0
+        self.in_head = False
         self.page_title: list[str] | None = None
         self.title = ""
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "head":
+            self.in_head = True
+            return
+        if self.in_head and tag not in _HEAD_CONTENT and not self.skip_depth:
+            self.in_head = False
         if tag == "title" and not self.title:
             self.page_title = []
             return
         if tag in _SKIPPED and tag not in _VOID:
             self.skip_depth += 1
             return
-        if self.skip_depth:
+        if self.skip_depth or self.in_head:
             return
         if tag in _HEADINGS:
             self.heading, self.heading_level = [], _HEADINGS[tag]
@@ -233,10 +241,13 @@ class _HtmlSections(HTMLParser):
             self.title = " ".join("".join(self.page_title).split())
             self.page_title = None
             return
+        if tag == "head":
+            self.in_head = False
+            return
         if tag in _SKIPPED:
             self.skip_depth = max(0, self.skip_depth - 1)
             return
-        if self.skip_depth:
+        if self.skip_depth or self.in_head:
             return
         if tag in _HEADINGS and self.heading is not None:
             name = " ".join("".join(self.heading).split())
@@ -252,9 +263,11 @@ class _HtmlSections(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self.page_title is not None:
             self.page_title.append(data)
-        elif self.skip_depth:
             return
-        elif self.heading is not None:
+        if self.skip_depth or (self.in_head and not data.strip()):
+            return
+        self.in_head = False  # text outside the head's elements starts the body
+        if self.heading is not None:
             self.heading.append(data)
         else:
             self.body.append(data)

@@ -41,6 +41,28 @@ def test_an_html_heading_repeating_the_title_leaves_the_paths() -> None:
     assert [s.path for s in document.sections] == [(), ("Client",)]
 
 
+def test_html_without_a_closing_head_keeps_its_body() -> None:
+    page = b"<html><head><title>VPN guide</title><meta charset=utf-8><body><h1>VPN</h1><p>text"
+    document = parse_document(page, "html", fallback_title="x")
+    assert document.title == "VPN guide"
+    assert [(s.path, s.text) for s in document.sections] == [(("VPN",), "text")]
+
+
+def test_an_unclosed_head_ends_at_body_content_and_still_hides_code() -> None:
+    page = (
+        b"<head><title>Printers</title><style>p { color: red }</style>"
+        b"<script>var secret = 1;</script>\n  Add the printer from Settings."
+        b"<p>Pick PRN-4.<script>var hidden = 2;</script> Then print a test page.</p>"
+    )
+    document = parse_document(page, "html", fallback_title="x")
+    assert document.title == "Printers"
+    whole = "\n".join(s.text for s in document.sections)
+    assert "Add the printer from Settings." in whole  # text alone starts the body too
+    assert "Pick PRN-4. Then print a test page." in whole
+    assert "color" not in whole
+    assert "var " not in whole
+
+
 def test_html_in_a_declared_legacy_encoding() -> None:
     page = '<meta charset="iso-8859-1"><h1>Política</h1><p>Días libres</p>'.encode("latin-1")
     document = parse_document(page, "html", fallback_title="x")
