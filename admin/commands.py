@@ -32,6 +32,7 @@ from admin.feedback import FeedbackStore
 from admin.health import ServiceHealth
 from admin.roles import Role, Roles
 from bots.base import CommandCall, CommandPlatform
+from knowledge.base import KnowledgeError
 from parley.message import thread_key
 from parley.settings import Settings
 from workers.erasure import Erasure
@@ -127,6 +128,13 @@ class AdminCommands:
             return (
                 ":warning: Parley cannot reach its store (Redis) right now, so nothing was "
                 "changed. Try again in a minute; if it persists, tell your Parley operator."
+            )
+        except KnowledgeError as exc:  # the knowledge store (PostgreSQL) is down, say
+            log.error("admin command %r failed: %s", name, exc)
+            return (
+                ":warning: Parley cannot read its knowledge bases right now, so nothing was "
+                "changed. Try again in a minute; if it persists, tell your Parley operator "
+                "(Parley's log and `parley doctor` say why)."
             )
 
     async def _dispatch(

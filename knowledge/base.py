@@ -43,6 +43,10 @@ class Retriever(Protocol):
         """Load the model and every knowledge base before the first question; their names."""
         ...
 
+    async def aclose(self) -> None:
+        """Release connections (a worker shutting down)."""
+        ...
+
 
 class Embedder(Protocol):
     dimension: int
@@ -62,6 +66,11 @@ class EmbeddingError(KnowledgeError):
 
 class StoreUnavailable(KnowledgeError):
     """The knowledge store (PostgreSQL) cannot be reached."""
+
+
+class KnowledgeMisconfigured(KnowledgeError):
+    """Only an admin can fix this (a knowledge base built with another embedding model, one
+    this worker cannot see): asking again will not help."""
 
 
 def check_kb_name(name: str) -> str:

@@ -281,6 +281,10 @@ class PgRetriever(HybridRetriever):
                     ) from None
         raise AssertionError("unreachable")
 
+    @property
+    def location(self) -> str:
+        return f"PostgreSQL at {redact_url(self.store.url)} (PARLEY_KNOWLEDGE_DATABASE_URL)"
+
     async def aclose(self) -> None:
         conn = self._connections.pop(asyncio.get_running_loop(), None)
         if conn is not None:

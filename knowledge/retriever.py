@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from knowledge.base import Embedder, KnowledgeError, Passage, check_kb_name
+from knowledge.base import (
+    Embedder,
+    KnowledgeError,
+    KnowledgeMisconfigured,
+    Passage,
+    check_kb_name,
+)
 from knowledge.bridge import TRANSLATED_WEIGHT, TermBridge, build_bridge
 from knowledge.chunking import indexed_text
 from knowledge.ingest import embedder_id, same_embedder
@@ -129,11 +135,19 @@ class HybridRetriever(ABC):
         self.calibration = calibration or calibration_for(embedder_id(embedder))
         self.cache = LruCache(cache_size)
         self._loaded: dict[str, Loaded] = {}
+        # Versions this embedder cannot search (kb -> version, why), and names not found.
+        self._refused: dict[str, tuple[str, KnowledgeMisconfigured]] = {}
+        self._missing: set[str] = set()
         # One load per knowledge base at a time, per event loop: a burst of questions after
         # a re-ingest loads the new index once, not once per question.
         self._load_locks: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, dict[str, asyncio.Lock]
         ] = weakref.WeakKeyDictionary()
+
+    @property
+    def location(self) -> str:
+        """Where the knowledge bases are read from, and the setting that says so."""
+        return "the configured store"
 
     @abstractmethod
     async def knowledge_bases(self) -> list[str]:
@@ -156,8 +170,14 @@ class HybridRetriever(ABC):
         if k <= 0 or not names or not query.strip():
             return []
         versions = await self._versions(names)
+        self._tell_missing(names, versions)
         if not versions:
-            return []
+            raise KnowledgeMisconfigured(
+                f"{_listed(names)} {'is' if len(names) == 1 else 'are'} not in the knowledge "
+                f"store this worker reads, {self.location}: ingest {_pronoun(names)} there "
+                "(parley ingest <folder> --kb <name>), or give the workers and `parley ingest` "
+                "the same setting"
+            )
         key = (
             hashlib.sha256(query.encode()).hexdigest(),
             tuple(sorted(versions.items())),
@@ -166,7 +186,7 @@ class HybridRetriever(ABC):
         cached = self.cache.get(key)
         if cached is not None:
             return list(cached)
-        loaded = [await self._current(kb, version) for kb, version in sorted(versions.items())]
+        loaded = await self._usable(versions)
         prepared = await self._prepare_query(query, k, loaded)
         passages: list[Passage] = []
         for kb in loaded:
@@ -189,11 +209,50 @@ class HybridRetriever(ABC):
         for kb, version in sorted((await self._versions(names)).items()):
             try:
                 await self._current(kb, version)
+            except KnowledgeMisconfigured as exc:
+                log.error("knowledge base %s left out of every search: %s", kb, exc)
+                self._refused[kb] = (version, exc)
             except KnowledgeError as exc:
                 log.warning("knowledge base %s not loaded: %s", kb, exc)
             else:
                 loaded.append(kb)
         return loaded
+
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook, not an abstract one
+        """Nothing to release here; a store with connections overrides it."""
+
+    async def _usable(self, versions: dict[str, str]) -> list[Loaded]:
+        """The knowledge bases loaded at these versions, without those that this embedder
+        cannot search: one stale knowledge base must not silence a channel's others. Such a
+        version is refused once (logged), not read again for every question. When none is
+        left, the first refusal is raised."""
+        loaded: list[Loaded] = []
+        refusals: list[KnowledgeMisconfigured] = []
+        for kb, version in sorted(versions.items()):
+            refused = self._refused.get(kb)
+            if refused is not None and refused[0] == version:
+                refusals.append(refused[1])
+                continue
+            try:
+                loaded.append(await self._current(kb, version))
+            except KnowledgeMisconfigured as exc:
+                log.error("knowledge base %s left out of every search: %s", kb, exc)
+                self._refused[kb] = (version, exc)
+                refusals.append(exc)
+        if not loaded and refusals:
+            raise refusals[0]
+        return loaded
+
+    def _tell_missing(self, names: Sequence[str], versions: dict[str, str]) -> None:
+        """Log, once per knowledge base, one that a channel uses but the store lacks."""
+        for kb in names:
+            if kb in versions:
+                self._missing.discard(kb)
+            elif kb not in self._missing:
+                self._missing.add(kb)
+                log.warning(
+                    "knowledge base %s is used by a channel but not in %s", kb, self.location
+                )
 
     async def _prepare_query(self, text: str, k: int, loaded: Sequence[Loaded]) -> Query:
         """The question embedded, and its words too where a knowledge base has a bridge (in
@@ -259,7 +318,7 @@ class HybridRetriever(ABC):
         """Refuse vectors of another model (knowledge.ingest.same_embedder)."""
         if not same_embedder(loaded.embedder, loaded.dimension, self.embedder):
             configured = embedder_id(self.embedder)
-            raise KnowledgeError(
+            raise KnowledgeMisconfigured(
                 f"knowledge base {loaded.kb!r} was built with {loaded.embedder} "
                 f"({loaded.dimension}-dimensional vectors) but the configured embedder is "
                 f"{configured} ({self.embedder.dimension}): re-ingest it (parley ingest "
@@ -313,6 +372,18 @@ class HybridRetriever(ABC):
         if len(hits) > n:
             hits = hits[np.argpartition(-lexical[hits], n - 1)[:n]]
         return [int(i) for i in hits]
+
+
+def _listed(names: Sequence[str]) -> str:
+    return (
+        "knowledge base " + ", ".join(names)
+        if len(names) == 1
+        else ("knowledge bases " + ", ".join(names))
+    )
+
+
+def _pronoun(names: Sequence[str]) -> str:
+    return "it" if len(names) == 1 else "them"
 
 
 def _valid(kb: str) -> bool:

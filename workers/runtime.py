@@ -162,19 +162,27 @@ class WorkerRuntime:
         for outbound in self._outbounds.values():
             await outbound.aclose()
         await pipeline.model.aclose()
+        if pipeline.retriever is not None:
+            await pipeline.retriever.aclose()
         await pipeline.redis.aclose()
 
 
 def _retriever(settings: Settings) -> Retriever | None:
     """The knowledge bases' retriever; nothing is loaded until a channel that uses one asks.
-    None when the `knowledge` extra is not installed: such channels get a polite failure."""
+    None when the `knowledge` extra is not installed or the embedder's settings are wrong
+    (PARLEY_EMBEDDINGS_MODEL naming no model, say): channels that use a knowledge base are
+    told an admin must fix it, and every other channel is answered as usual."""
+    from knowledge.base import KnowledgeError  # no third-party import: always there
+
     try:
         from knowledge.factory import create_retriever
 
         return create_retriever(settings)
     except ImportError as exc:
         log.warning("knowledge bases unavailable in this worker (%s); install '.[knowledge]'", exc)
-        return None
+    except KnowledgeError as exc:
+        log.error("knowledge bases unavailable in this worker: %s", exc)
+    return None
 
 
 async def _preload(retriever: Retriever) -> None:

@@ -9,6 +9,7 @@ from admin.audit import AuditEntry, AuditLog
 from admin.channels import ChannelConfig
 from admin.setup import create_admin
 from bots.base import CommandCall
+from knowledge.base import StoreUnavailable
 from parley.message import thread_key
 from parley.settings import Settings
 from tests.fakes.platform import FakeCommandPlatform
@@ -275,6 +276,22 @@ async def test_admins_choose_the_channels_knowledge_bases(console: Console) -> N
     assert (await console.config()).knowledge_bases == ()
     # Another channel is not affected, and members cannot change it.
     assert "Only admins" in await console.run("kb use hr-policies", user=ANN, channel="C2")
+
+
+async def test_a_knowledge_store_that_is_down_is_said_plainly(
+    aredis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def down() -> list[str]:
+        raise StoreUnavailable("PostgreSQL at postgresql://db:5432/parley failed (refused)")
+
+    console = Console(aredis, _settings())
+    console.admin = create_admin(_settings(), aredis, _model_info, down)
+    for text in ("kb list", "kb use hr-policies"):
+        reply = await console.run(text)
+        assert "cannot read its knowledge bases right now, so nothing was changed" in reply
+        assert "postgresql://" not in reply  # where the store lives is for the log only
+    assert "failed (refused)" in caplog.text
+    assert (await console.config()).knowledge_bases == ()
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from knowledge.base import EmbeddingError, StoreUnavailable
+from knowledge.base import EmbeddingError, KnowledgeMisconfigured, StoreUnavailable
 from knowledge.embeddings import HashingEmbedder
 from knowledge.ingest import ingest_folder
 from knowledge.pgvector_store import PgRetriever, PgStore, redact_url
@@ -48,7 +48,10 @@ async def test_ingest_search_and_reingest_in_postgresql(docs: WriteFiles, pg_sch
         assert es.source == "vacaciones.md"
         (pdf,) = await retriever.search("meals euros per day", ["handbook"], 1)
         assert (pdf.source, pdf.section) == ("travel.pdf", "Page 1")
-        assert await retriever.search("vpn", ["other"], 3) == []
+        # A knowledge base this store lacks: the admin is told where the worker looked.
+        with pytest.raises(KnowledgeMisconfigured, match=r"other is not .* PostgreSQL at "):
+            await retriever.search("vpn", ["other"], 3)
+        assert await retriever.search("vpn", ["other", "handbook"], 1) != []
 
         # Unchanged: nothing embedded, nothing committed.
         counting = CountingEmbedder()
