@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from knowledge.base import Passage
 
@@ -46,6 +46,15 @@ class Grounding:
     def without_last(self) -> Grounding:
         """The least relevant passage dropped (to fit the context)."""
         return Grounding(self.kbs, self.passages[:-1])
+
+    def best_cut(self, chars: int) -> Grounding:
+        """The best passage alone, cut to about `chars` characters at a word boundary."""
+        best = self.passages[0]
+        text = best.text[:chars]
+        if len(text) < len(best.text):
+            text = text[: text.rfind(" ")] if " " in text else text
+            text = text.rstrip() + " …"
+        return Grounding(self.kbs, (replace(best, text=text),))
 
     def system_block(self) -> str:
         numbered = (

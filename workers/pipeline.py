@@ -26,7 +26,7 @@ from guardrails.injection import InjectionFinding, detect_injection
 from guardrails.limits import RateLimiter, check_size
 from guardrails.output import sanitize_answer
 from guardrails.policy import harden_system_prompt, refusal_message
-from knowledge.base import Retriever
+from knowledge.base import KnowledgeMisconfigured, Retriever
 from llm.base import (
     ChatMessage,
     ChatModel,
@@ -112,10 +112,26 @@ MSG_KNOWLEDGE_DOWN = (
     "answer from them here. Please try again in a few minutes; if this keeps happening, "
     "tell your Parley admin."
 )
+MSG_KNOWLEDGE_SETUP = (
+    ":warning: Sorry, I answer from this channel's documents here, and they can't be "
+    "searched until your Parley admin fixes how they are set up (`parley doctor` tells them "
+    "what is wrong). Please tell your Parley admin."
+)
+MSG_NO_ROOM_FOR_PASSAGE = (
+    ":scissors: Your question leaves no room for the documents I answer from here. Please "
+    "ask it in fewer words."
+)
 MSG_INTERNAL = (
     ":warning: Sorry, something went wrong on my side while answering. "
     "Please try again; if it persists, tell your Parley admin."
 )
+
+
+# A passage cut to fit the context keeps at least this many tokens (less answers nothing),
+# and is cut this many tokens below the estimate, in at most this many tries.
+MIN_PASSAGE_TOKENS = 64
+PASSAGE_CUT_MARGIN = 16
+PASSAGE_CUT_TRIES = 3
 
 
 def msg_too_long(tokens: int, limit: int) -> str:
@@ -313,11 +329,15 @@ class Pipeline:
         if not policy.knowledge_bases:
             return None
         if self.retriever is None:
-            raise AnswerFailed(MSG_KNOWLEDGE_DOWN, "knowledge bases are not installed here")
+            raise AnswerFailed(MSG_KNOWLEDGE_SETUP, "knowledge bases are unavailable here")
         earlier = [turn.content for turn in history if turn.role == "user"]
         query = retrieval_query(question, earlier)
         try:
             found = await self.retriever.search(query, policy.knowledge_bases, self.knowledge_top_k)
+        except KnowledgeMisconfigured as exc:
+            metrics.ERRORS.labels(metrics.error_kind(exc)).inc()
+            log.error("message %s: the channel's knowledge bases cannot be searched: %s", key, exc)
+            raise AnswerFailed(MSG_KNOWLEDGE_SETUP, f"knowledge setup: {exc}") from exc
         except Exception as exc:
             metrics.ERRORS.labels(metrics.error_kind(exc)).inc()
             log.exception("message %s: retrieval failed", key)
@@ -414,22 +434,43 @@ class Pipeline:
     ) -> tuple[int, list[ChatMessage], Grounding | None]:
         """System prompt (with the passages) + as much recent history as fits + the new
         (redacted) message. The system prompt and the message are never cut; passages are
-        dropped before history, least relevant first, down to the best one."""
+        dropped before history, least relevant first, down to the best one, which is cut
+        when it alone does not fit."""
         max_new_tokens = policy.params.max_new_tokens
         user_tokens = await self.model.count_tokens(text)
         per_message = self.model.prompt_overhead_tokens(1) - self.model.prompt_overhead_tokens(0)
         history_tokens = sum(turn.tokens + per_message for turn in history)
-        while True:
+
+        async def fit(grounding: Grounding | None) -> tuple[str, int, int]:
+            """(system prompt, tokens that cannot be cut, tokens left for history)."""
             system_prompt = system_message(policy.system_prompt, grounding, finding)
             system_tokens = await self.model.count_tokens(system_prompt)
             fixed = system_tokens + user_tokens + self.model.prompt_overhead_tokens(2)
-            available = self.model.context_tokens - max_new_tokens - fixed
-            if grounding is None or len(grounding.passages) <= 1:
-                break
-            if available >= history_tokens:
-                break
+            return system_prompt, fixed, self.model.context_tokens - max_new_tokens - fixed
+
+        system_prompt, fixed, available = await fit(grounding)
+        while grounding is not None and len(grounding.passages) > 1 and available < history_tokens:
             grounding = grounding.without_last()
+            system_prompt, fixed, available = await fit(grounding)
+        # The best passage alone is too long (large chunks, a small context): the part of it
+        # that fits. Token counts are not proportional to characters, hence a few tries.
+        for _ in range(PASSAGE_CUT_TRIES):
+            if available >= 0 or grounding is None or not grounding.passages:
+                break
+            passage = grounding.passages[0].text
+            passage_tokens = await self.model.count_tokens(passage)
+            fits = passage_tokens + available - PASSAGE_CUT_MARGIN
+            if fits < MIN_PASSAGE_TOKENS:
+                break
+            grounding = grounding.best_cut(len(passage) * fits // passage_tokens)
+            system_prompt, fixed, available = await fit(grounding)
         if available < 0:
+            if grounding is not None and grounding.passages:
+                # Not even a useful part of a passage fits: blame the question only when it
+                # is too long without any passage.
+                available = (await fit(None))[2]
+                if available >= 0:
+                    raise AnswerFailed(MSG_NO_ROOM_FOR_PASSAGE, "no room for a passage")
             limit = user_tokens + available
             raise AnswerFailed(msg_too_long(user_tokens, limit), "message exceeds the context")
         keep = fit_history(

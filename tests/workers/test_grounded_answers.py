@@ -12,22 +12,24 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
 
+from knowledge.embeddings import HashingEmbedder
 from knowledge.factory import create_embedder, create_store
 from knowledge.ingest import ingest_folder
 from parley.message import InboundMessage
 from parley.settings import Settings
 from tests.fakes.slack_api import FakeSlack
-from tests.fakes.tgi import FakeTGI, last_user_message
+from tests.fakes.tgi import FakeTGI, fake_tokenize, last_user_message
 from tests.support import slack_events as ev
 from tests.support.config import make_settings
 from tests.support.threads import queued_message
 from workers import keys
 from workers.grounding import not_covered_message
-from workers.pipeline import Outcome
+from workers.pipeline import MSG_KNOWLEDGE_SETUP, Outcome
 from workers.runtime import WorkerRuntime
 
 pytest.importorskip(
@@ -48,7 +50,9 @@ _ASSISTANT_TURN = re.compile(
 )
 
 
-def _settings(redis_url: str, tgi: FakeTGI, slack: FakeSlack, kb_dir: Path, mode: str) -> Settings:
+def _settings(
+    redis_url: str, tgi: FakeTGI, slack: FakeSlack, kb_dir: Path, mode: str, **overrides: Any
+) -> Settings:
     return make_settings(
         slack_bot_token=ev.BOT_TOKEN,
         slack_api_url=slack.url,
@@ -63,8 +67,8 @@ def _settings(redis_url: str, tgi: FakeTGI, slack: FakeSlack, kb_dir: Path, mode
         retry_max_delay=0.05,
         visibility_timeout=30,
         knowledge_dir=kb_dir,
-        embeddings="hashing",  # deterministic and fast
         knowledge_handoff=HANDOFF,
+        **{"embeddings": "hashing", **overrides},  # hashing: deterministic and fast
     )
 
 
@@ -202,3 +206,99 @@ def test_retrieval_decides_when_nothing_is_relevant_without_asking_the_model(
     assert _texts(fake_slack, thread) == [not_covered_message([KB], HANDOFF)]
     assert not fake_tgi.generations
     assert _decided_by(caplog) == ["retrieval"]
+
+
+def test_a_passage_too_long_for_the_context_is_cut_to_fit(
+    redis_url: str,
+    fake_tgi: FakeTGI,
+    fake_slack: FakeSlack,
+    sync_redis: Redis,
+    tmp_path: Path,
+) -> None:
+    # A small context (a small model, or large chunks): the best passage alone overflows it.
+    context, answer_tokens = 440, 64
+    fake_tgi.max_total_tokens = context
+    fake_tgi.responder = lambda _: CARRY_OVER
+    settings = _settings(
+        redis_url, fake_tgi, fake_slack, tmp_path / "kb", "update",
+        context_tokens=context, max_new_tokens=answer_tokens,
+    )  # fmt: skip
+    asyncio.run(
+        ingest_folder(CORPUS, KB, store=create_store(settings), embedder=create_embedder(settings))
+    )
+    sync_redis.hset(keys.channel_config("slack", ev.TEAM, CHANNEL), "knowledge_bases", KB)
+    runtime = WorkerRuntime(settings)
+    try:
+        thread = ev.next_ts()
+        outcome = runtime.answer(_message(COVERED, thread, sync_redis, ts=thread))
+    finally:
+        runtime.close()
+    assert outcome is Outcome.ANSWERED
+    [text] = _texts(fake_slack, thread)
+    assert text.startswith(CARRY_OVER)
+    assert "Sources:" in text
+    [prompt] = fake_tgi.prompts
+    assert "[1] " in prompt
+    assert " …" in prompt
+    assert len(fake_tokenize(prompt)) + answer_tokens <= context
+
+
+def test_a_knowledge_base_built_with_another_model_is_an_admins_problem_not_a_channels(
+    runtime: WorkerRuntime,
+    fake_slack: FakeSlack,
+    fake_tgi: FakeTGI,
+    sync_redis: Redis,
+    tmp_path: Path,
+) -> None:
+    fake_tgi.responder = lambda _: CARRY_OVER
+    # Ingested with another embedding model than the workers': they cannot search it.
+    store = create_store(runtime._settings)
+    asyncio.run(ingest_folder(CORPUS, "old-hr", store=store, embedder=HashingEmbedder(64)))
+    config = keys.channel_config("slack", ev.TEAM, CHANNEL)
+
+    sync_redis.hset(config, "knowledge_bases", "old-hr")
+    thread = ev.next_ts()
+    assert runtime.answer(_message(COVERED, thread, sync_redis, ts=thread)) is Outcome.FAILED
+    assert _texts(fake_slack, thread) == [MSG_KNOWLEDGE_SETUP]
+    assert not fake_tgi.generations
+
+    # Beside a knowledge base it can search, the channel is still answered from that one.
+    sync_redis.hset(config, "knowledge_bases", f"old-hr,{KB}")
+    thread = ev.next_ts()
+    assert runtime.answer(_message(COVERED, thread, sync_redis, ts=thread)) is Outcome.ANSWERED
+    [text] = _texts(fake_slack, thread)
+    assert text.startswith(CARRY_OVER)
+    assert "vacation-policy.md" in text
+
+
+def test_broken_embedding_settings_stop_only_the_channels_that_use_documents(
+    redis_url: str,
+    fake_tgi: FakeTGI,
+    fake_slack: FakeSlack,
+    sync_redis: Redis,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake_tgi.responder = lambda _: "Hello!"
+    not_a_model = tmp_path / "model"
+    not_a_model.mkdir()
+    settings = _settings(
+        redis_url, fake_tgi, fake_slack, tmp_path / "kb", "update",
+        embeddings="local", embeddings_model=not_a_model,
+    )  # fmt: skip
+    sync_redis.hset(keys.channel_config("slack", ev.TEAM, CHANNEL), "knowledge_bases", KB)
+    runtime = WorkerRuntime(settings)
+    try:
+        thread = ev.next_ts()
+        grounded = runtime.answer(_message(COVERED, thread, sync_redis, ts=thread))
+        other = ev.next_ts()
+        plain = runtime.answer(
+            queued_message("Hi there", other, sync_redis, channel="C0GENERAL", ts=other)
+        )
+    finally:
+        runtime.close()
+    assert grounded is Outcome.FAILED
+    assert _texts(fake_slack, thread) == [MSG_KNOWLEDGE_SETUP]
+    assert "is not a sentence-transformers model folder" in caplog.text  # the admin's why
+    assert plain is Outcome.ANSWERED
+    assert [str(r["text"]) for r in fake_slack.thread_replies("C0GENERAL", other)] == ["Hello!"]
