@@ -344,7 +344,9 @@ class PgRetriever(HybridRetriever):
         rows_by_id: dict[str, int] = loaded.backend
         if not loaded.chunks:
             return []
-        lexical = self.lexical_scores(loaded, query)
+        # BM25 over every chunk and the ranking run in a thread, as FAISS's search does: a
+        # large knowledge base must not hold up the worker's event loop.
+        lexical = await asyncio.to_thread(self.lexical_scores, loaded, query)
         n = self.candidates(query.k)
         extra = [loaded.chunks[row].chunk_id for row in self.lexical_rows(lexical, n)]
         found = await self._query(
@@ -357,7 +359,7 @@ class PgRetriever(HybridRetriever):
         )
         # Rows of a newer version than the one loaded are left out; the next search reloads.
         cosine = {rows_by_id[cid]: float(sim) for cid, sim in found if cid in rows_by_id}
-        return self.rank(loaded, query, cosine, lexical)
+        return await asyncio.to_thread(self.rank, loaded, query, cosine, lexical)
 
 
 def _first_line(exc: BaseException) -> str:
