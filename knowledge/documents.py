@@ -25,7 +25,7 @@ SUFFIXES = {
     ".pdf": "pdf",
 }
 
-# A file is not a document we should embed whole; it is probably misplaced.
+# A larger file is not a document we should embed whole; it is probably misplaced.
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
 
@@ -49,6 +49,14 @@ def is_supported(path: Path) -> bool:
     return path.suffix.lower() in SUFFIXES
 
 
+def check_size(size: int) -> None:
+    """Raise UnreadableFile for a file of `size` bytes over MAX_FILE_BYTES."""
+    if size > MAX_FILE_BYTES:
+        raise UnreadableFile(
+            f"too large ({size / 2**20:.1f} MiB; the limit is {MAX_FILE_BYTES // 2**20} MiB)"
+        )
+
+
 def read_document(path: Path) -> Document:
     """Parse one file by its suffix; raise UnreadableFile for empty, binary, badly encoded or
     broken files."""
@@ -56,9 +64,7 @@ def read_document(path: Path) -> Document:
     if kind is None:
         raise UnreadableFile(f"unsupported file type {path.suffix or '(none)'}")
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise UnreadableFile(f"larger than {MAX_FILE_BYTES // 2**20} MiB")
+        check_size(path.stat().st_size)
         data = path.read_bytes()
     except OSError as exc:
         raise UnreadableFile(f"cannot be read ({exc.strerror or exc})") from None

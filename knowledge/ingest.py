@@ -3,11 +3,12 @@
 Every Markdown, text, HTML and PDF file under the folder (hidden files and folders aside) is
 hashed; a file whose SHA-256 matches the manifest is left as it is, without reading or
 embedding it again. New and changed files are parsed, chunked and embedded; sources that
-left the folder are removed. A file that cannot be read (broken PDF, not UTF-8, empty) is
-reported and skipped, and what was indexed from an earlier version of it stays. Everything
-is committed in one atomic step at the end (knowledge.store), so a failing ingest changes
-nothing. When not a single file can be read, nothing is committed: an empty or unmounted
-folder never wipes a knowledge base.
+left the folder are removed. A file that cannot be read (broken PDF, not UTF-8, empty, too
+large, a name that is not UTF-8) is reported and skipped, and what was indexed from an
+earlier version of it stays; so do the sources of a subfolder that cannot be listed.
+Everything is committed in one atomic step at the end (knowledge.store), so a failing ingest
+changes nothing. When not a single file can be read, nothing is committed: an empty or
+unmounted folder never wipes a knowledge base.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from typing import Literal
 
 from knowledge.base import Embedder, KnowledgeError, check_kb_name
 from knowledge.chunking import chunk_sections, indexed_text
-from knowledge.documents import SUFFIXES, UnreadableFile, is_supported, parse_document
+from knowledge.documents import (
+    MAX_FILE_BYTES,
+    SUFFIXES,
+    UnreadableFile,
+    check_size,
+    is_supported,
+    parse_document,
+)
 from knowledge.embeddings import TEI_PREFIX
 from knowledge.store import Change, KnowledgeStore, Manifest, SourceEntry, StoredChunk
 
@@ -105,11 +113,13 @@ def chunk_id(source: str, position: int, text: str) -> str:
     return digest.hexdigest()
 
 
-def list_files(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(supported files, other files) under folder, sorted; hidden entries are left out."""
+def list_files(folder: Path) -> tuple[list[Path], list[Path], list[OSError]]:
+    """(supported files, other files, errors listing folders) under folder, files sorted;
+    hidden entries are left out."""
     supported: list[Path] = []
     others: list[Path] = []
-    for root, dirs, files in os.walk(folder):
+    errors: list[OSError] = []
+    for root, dirs, files in os.walk(folder, onerror=errors.append):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             if name.startswith("."):
@@ -117,7 +127,7 @@ def list_files(folder: Path) -> tuple[list[Path], list[Path]]:
             path = Path(root) / name
             (supported if is_supported(path) else others).append(path)
     by_name = lambda path: path.relative_to(folder).as_posix()  # noqa: E731
-    return sorted(supported, key=by_name), sorted(others, key=by_name)
+    return sorted(supported, key=by_name), sorted(others, key=by_name), errors
 
 
 def read_source(
@@ -125,9 +135,12 @@ def read_source(
 ) -> tuple[str, list[StoredChunk]]:
     """(sha256 of the bytes, chunks); raise UnreadableFile."""
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            check_size(os.fstat(handle.fileno()).st_size)
+            data = handle.read(MAX_FILE_BYTES + 1)  # never more, should it grow meanwhile
     except OSError as exc:
         raise UnreadableFile(f"cannot be read ({exc.strerror or exc})") from None
+    check_size(len(data))
     sha = hashlib.sha256(data).hexdigest()
     document = parse_document(data, SUFFIXES[path.suffix.lower()], fallback_title=path.stem)
     chunks = chunk_sections(document.sections, max_tokens=max_tokens, overlap=overlap)
@@ -149,6 +162,7 @@ def read_source(
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as data:
+        check_size(os.fstat(data.fileno()).st_size)
         for block in iter(lambda: data.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -184,18 +198,22 @@ async def ingest_folder(
     )
     old_sources = dict(previous.sources) if previous is not None else {}
 
-    files, others = await asyncio.to_thread(list_files, root)
+    files, others, errors = await asyncio.to_thread(list_files, root)
     for path in others:
         suffix = path.suffix or "(none)"
-        report.skipped.append(Skipped(_relative(path, root), f"unsupported file type {suffix}"))
+        report.skipped.append(Skipped(_printable(path, root), f"unsupported file type {suffix}"))
 
     sources: dict[str, SourceEntry] = {}
     parsed: list[_Parsed] = []
     seen: set[str] = set()
     for done, path in enumerate(files):
         source = _relative(path, root)
+        tell("reading", done, len(files), _printable(path, root))
+        if not _is_utf8(source):  # could not be stored, and no manifest can hold it
+            reason = "its name is not valid UTF-8: rename it"
+            report.skipped.append(Skipped(_printable(path, root), reason))
+            continue
         seen.add(source)
-        tell("reading", done, len(files), source)
         old = old_sources.get(source)
         try:
             if old is not None and not reembed:
@@ -221,7 +239,21 @@ async def ingest_folder(
         (report.added if old is None else report.updated).append(source)
     tell("reading", len(files), len(files))
 
-    report.removed.extend(sorted(set(old_sources) - seen))
+    unlisted = _unlisted_folders(errors, root)
+    for source in sorted(set(old_sources) - seen):
+        why = next((why for folder, why in unlisted if _is_under(source, folder)), None)
+        if why is None:
+            report.removed.append(source)  # it left the folder
+            continue
+        # Unseen, not gone: a listing error must not delete what was indexed.
+        report.skipped.append(Skipped(source, why, kept_previous=not reembed))
+        if reembed:
+            report.removed.append(source)
+        else:
+            sources[source] = old_sources[source]
+    for folder, why in unlisted:
+        if not any(_is_under(source, folder) for source in old_sources):
+            report.skipped.append(Skipped(f"{_shown(folder or '.')}/", why))
     report.removed.sort()
     if report.nothing_read:
         # Keep whatever is indexed: the folder is empty, unmounted or all unreadable.
@@ -272,3 +304,38 @@ async def ingest_folder(
 
 def _relative(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
+
+
+def _is_utf8(name: str) -> bool:
+    """False for a name whose bytes are not UTF-8 (Python holds them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(name: str) -> str:
+    """The name to print: its bytes that are not UTF-8 as \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _printable(path: Path, root: Path) -> str:
+    return _shown(_relative(path, root))
+
+
+def _unlisted_folders(errors: list[OSError], root: Path) -> list[tuple[str, str]]:
+    """(folder relative to root, "" for root itself; why) for each folder os.walk could not
+    list."""
+    unlisted = []
+    for exc in errors:
+        folder = Path(exc.filename) if exc.filename is not None else root
+        name = _relative(folder, root) if folder.is_relative_to(root) else ""
+        name = "" if name == "." else name
+        why = f"folder {_shown(name or '.')} could not be listed ({exc.strerror or exc})"
+        unlisted.append((name, why))
+    return unlisted
+
+
+def _is_under(source: str, folder: str) -> bool:
+    return not folder or source.startswith(folder + "/")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from knowledge.base import EmbeddingError, KnowledgeError
+from knowledge.documents import MAX_FILE_BYTES
 from knowledge.embeddings import HashingEmbedder
 from knowledge.faiss_store import CURRENT, FaissStore
 from knowledge.ingest import Progress, ingest_folder
@@ -219,3 +223,82 @@ async def test_another_embedder_re_embeds_everything(docs: WriteFiles, store: Fa
     assert manifest is not None
     assert manifest.dimension == 128
     assert manifest.embedder == "hashing-128"
+
+
+async def test_a_file_whose_name_is_not_utf8_is_skipped_and_the_rest_ingested(
+    docs: WriteFiles, store: FaissStore
+) -> None:
+    folder = docs({"good.md": "# Good\n\nReadable text.\n"})
+    for name in (b"caf\xe9.md", b"caf\xe9.png"):  # Latin-1 names, as an old share may hold
+        fd = os.open(os.fsencode(folder) + b"/" + name, os.O_WRONLY | os.O_CREAT, 0o644)
+        os.write(fd, b"# Cafe\n\nCoffee is free.\n")
+        os.close(fd)
+    report = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    assert report.added == ["good.md"]
+    assert report.committed
+    assert [(s.source, s.reason) for s in report.skipped] == [
+        ("caf\\xe9.png", "unsupported file type .png"),
+        ("caf\\xe9.md", "its name is not valid UTF-8: rename it"),
+    ]
+
+
+async def test_a_subfolder_that_cannot_be_listed_keeps_its_documents(
+    docs: WriteFiles, store: FaissStore, faiss_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = docs(
+        {
+            "a.md": "# A\n\nText a.\n",
+            "it/vpn.md": "# VPN\n\nInstall GlobalProtect.\n",
+            "it/wifi/guest.md": "# Guest wifi\n\nThe password is on the board.\n",
+        }
+    )
+    await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    docs({"a.md": "# A\n\nText a, changed.\n", "new/b.md": "# B\n\nText b.\n"})
+    # As for a folder this user may not read (root may read any: fail the listing itself).
+    blocked = {os.fspath(folder / "it"), os.fspath(folder / "new")}
+    listing = os.scandir
+
+    def scandir(path: str) -> Any:
+        if os.fspath(path) in blocked:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    monkeypatch.undo()
+    assert report.updated == ["a.md"]
+    assert report.removed == []
+    denied = "could not be listed (Permission denied)"
+    assert [(s.source, s.reason, s.kept_previous) for s in report.skipped] == [
+        ("it/vpn.md", f"folder it {denied}", True),
+        ("it/wifi/guest.md", f"folder it {denied}", True),
+        ("new/", f"folder new {denied}", False),
+    ]
+    assert report.chunks_total == 3
+    manifest = await store.manifest("kb")
+    assert manifest is not None
+    assert sorted(manifest.sources) == ["a.md", "it/vpn.md", "it/wifi/guest.md"]
+    (found,) = await retriever_for(faiss_root, HashingEmbedder()).search(
+        "install GlobalProtect", ["kb"], 1
+    )
+    assert found.source == "it/vpn.md"
+
+
+async def test_a_file_over_the_size_cap_is_skipped_unread_and_keeps_its_old_version(
+    docs: WriteFiles, store: FaissStore, faiss_root: Path
+) -> None:
+    folder = docs({"a.md": "# A\n\nThe printer code is 4711.\n", "b.md": "# B\n\nOther.\n"})
+    await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    docs({"dump.txt": "A log.\n"})
+    for name in ("a.md", "dump.txt"):  # sparse: large on paper, next to nothing written
+        os.truncate(folder / name, MAX_FILE_BYTES + 2**20)
+    report = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    too_large = "too large (51.0 MiB; the limit is 50 MiB)"
+    assert [(s.source, s.reason, s.kept_previous) for s in report.skipped] == [
+        ("a.md", too_large, True),
+        ("dump.txt", too_large, False),
+    ]
+    assert report.unchanged == ["b.md"]
+    assert report.removed == []
+    (found,) = await retriever_for(faiss_root, HashingEmbedder()).search("printer code", ["kb"], 1)
+    assert "4711" in found.text
