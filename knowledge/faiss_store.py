@@ -22,10 +22,10 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -40,6 +40,8 @@ CHUNKS_FILE = "chunks.jsonl"
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1
 _TMP_PREFIX = ".tmp-"
+
+_T = TypeVar("_T")
 
 
 def _faiss() -> Any:
@@ -73,7 +75,7 @@ class FaissStore:
 
     def current(self, kb: str) -> str | None:
         try:
-            name = (self.kb_dir(kb) / CURRENT).read_text().strip()
+            name = (self.kb_dir(kb) / CURRENT).read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             return None
         return name or None
@@ -87,26 +89,38 @@ class FaissStore:
         return (st.st_ino, st.st_mtime_ns, st.st_size)
 
     def read_manifest(self, kb: str) -> Manifest | None:
-        for _ in range(3):  # the generation may be pruned between reading CURRENT and it
-            name = self.current(kb)
-            if name is None:
-                return None
-            try:
-                return _read_manifest(self.kb_dir(kb) / name, name)
-            except FileNotFoundError:
-                continue
-        raise KnowledgeError(f"knowledge base {kb!r} keeps changing while being read")
+        return self._read_live(kb, lambda name: _read_manifest(self.kb_dir(kb) / name, name))
 
     def load(self, kb: str) -> Generation | None:
+        return self._read_live(kb, lambda name: self._load_generation(kb, name))
+
+    def _read_live(self, kb: str, read: Callable[[str], _T]) -> _T | None:
+        """read(the live generation's name), again when a commit replaced and pruned it
+        meanwhile; None when the knowledge base has never been ingested."""
+        name = self.current(kb)
         for _ in range(3):
-            name = self.current(kb)
             if name is None:
                 return None
             try:
-                return self._load_generation(kb, name)
-            except FileNotFoundError:
-                continue
+                return read(name)
+            except FileNotFoundError as exc:
+                again = self.current(kb)
+                if again == name:  # commits prune only generations that CURRENT left
+                    raise self._damaged(kb, name, exc) from None
+                name = again
         raise KnowledgeError(f"knowledge base {kb!r} keeps changing while being read")
+
+    def _damaged(self, kb: str, name: str, exc: FileNotFoundError) -> KnowledgeError:
+        kb_dir = self.kb_dir(kb)
+        folder = kb_dir / name
+        if folder.is_dir() and exc.filename is not None:
+            missing = f"{os.fsdecode(exc.filename)} is missing"
+        else:
+            missing = f"its {CURRENT} file names the folder {folder}, which does not exist"
+        return KnowledgeError(
+            f"knowledge base {kb!r} is damaged: {missing}. Restore {kb_dir} from a backup, "
+            f"or delete {kb_dir} and ingest the knowledge base again"
+        )
 
     def _load_generation(self, kb: str, name: str) -> Generation:
         folder = self.kb_dir(kb) / name
@@ -153,7 +167,12 @@ class FaissStore:
                 )
             for stale in kb_dir.glob(_TMP_PREFIX + "*"):  # left by a crashed ingest
                 shutil.rmtree(stale, ignore_errors=True)
-            previous = self._load_generation(kb, live) if live else None
+            previous = None
+            if live:
+                try:
+                    previous = self._load_generation(kb, live)
+                except FileNotFoundError as exc:  # no commit can move CURRENT while we lock
+                    raise self._damaged(kb, live, exc) from None
             chunks, vectors = _merge(previous, change)
             name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
             tmp = kb_dir / f"{_TMP_PREFIX}{name}"
@@ -237,7 +256,9 @@ def _write_generation(
             for source, entry in sorted(manifest.sources.items())
         },
     }
-    (folder / MANIFEST_FILE).write_text(json.dumps(document, ensure_ascii=False, indent=1))
+    (folder / MANIFEST_FILE).write_text(
+        json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8"
+    )
     for name in (INDEX_FILE, CHUNKS_FILE, MANIFEST_FILE):
         _fsync(folder / name)
     _fsync(folder)
@@ -281,7 +302,7 @@ def _fsync(path: Path) -> None:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
+    with open(path, "ab") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

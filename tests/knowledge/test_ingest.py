@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -302,3 +305,88 @@ async def test_a_file_over_the_size_cap_is_skipped_unread_and_keeps_its_old_vers
     assert report.removed == []
     (found,) = await retriever_for(faiss_root, HashingEmbedder()).search("printer code", ["kb"], 1)
     assert "4711" in found.text
+
+
+def test_the_manifest_is_utf8_whatever_the_locale(faiss_root: Path, store: FaissStore) -> None:
+    # A writer in the C locale (an ASCII one, as in a bare container) and a UTF-8 reader.
+    write = (
+        "import locale, sys\n"
+        "from knowledge.faiss_store import FaissStore\n"
+        "from knowledge.store import Change, Manifest, SourceEntry, StoredChunk\n"
+        "print(locale.getencoding())\n"
+        "source = 'pol\\u00edtica/d\\u00edas.md'\n"
+        "chunk = StoredChunk('c1', source, 0, 'D\\u00edas', '', 'Cinco d\\u00edas.')\n"
+        "manifest = Manifest('hashing-4', 4, {source: SourceEntry('0' * 64, ('c1',))})\n"
+        "change = Change(manifest, frozenset({source}), [(chunk, [1.0, 0.0, 0.0, 0.0])])\n"
+        "FaissStore(sys.argv[1]).write('kb', change)\n"
+    )
+    c_locale = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", write, str(faiss_root)],
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, **c_locale},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    if "utf" in done.stdout.lower().replace("-", ""):
+        pytest.skip(f"this platform's C locale is {done.stdout.strip()}")
+    manifest = store.read_manifest("kb")
+    assert manifest is not None
+    assert list(manifest.sources) == ["pol\u00edtica/d\u00edas.md"]
+
+
+async def test_a_current_naming_a_missing_generation_says_the_knowledge_base_is_damaged(
+    docs: WriteFiles, store: FaissStore, faiss_root: Path
+) -> None:
+    folder = docs({"a.md": "# A\n\nText.\n"})
+    first = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    assert first.version is not None
+    kb_dir = faiss_root / "kb"
+    shutil.rmtree(kb_dir / first.version)
+    damaged = (
+        f"knowledge base 'kb' is damaged: its CURRENT file names the folder "
+        f"{kb_dir / first.version}, which does not exist. Restore {kb_dir} from a backup, or "
+        f"delete {kb_dir} and ingest the knowledge base again"
+    )
+    with pytest.raises(KnowledgeError) as loading:  # a worker
+        store.load("kb")
+    assert str(loading.value) == damaged
+    with pytest.raises(KnowledgeError) as ingesting:
+        await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    assert str(ingesting.value) == damaged
+
+    shutil.rmtree(kb_dir)  # as the message says
+    assert (await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())).committed
+    second = store.current("kb")
+    assert second is not None
+    (kb_dir / second / "chunks.jsonl").unlink()
+    with pytest.raises(KnowledgeError, match=r"is damaged: .*/chunks\.jsonl is missing\. Restore"):
+        store.load("kb")
+
+
+async def test_a_reader_whose_generation_was_pruned_meanwhile_reads_the_live_one(
+    docs: WriteFiles, store: FaissStore, faiss_root: Path
+) -> None:
+    folder = docs({"a.md": "# A\n\nVersion 1.\n"})
+    first = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    for version in (2, 3):  # the second commit after `first` prunes it
+        docs({"a.md": f"# A\n\nVersion {version}.\n"})
+        last = await ingest_folder(folder, "kb", store=store, embedder=HashingEmbedder())
+    assert first.version is not None
+    assert not (faiss_root / "kb" / first.version).exists()
+
+    class LateReader(FaissStore):
+        """Read CURRENT just before those two commits."""
+
+        stale: str | None = first.version
+
+        def current(self, kb: str) -> str | None:
+            name, self.stale = self.stale, None
+            return name or super().current(kb)
+
+    generation = LateReader(faiss_root).load("kb")
+    assert generation is not None
+    assert generation.name == last.version
+    assert "Version 3." in generation.chunks[0].text
