@@ -40,6 +40,10 @@ DEFAULT_CHUNK_OVERLAP = 40
 EMBED_BATCH = 64
 
 
+class StoreError(KnowledgeError):
+    """The store's files cannot be read or written (a read-only or full volume)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Progress:
     stage: Literal["reading", "embedding", "writing", "done"]
@@ -190,7 +194,10 @@ async def ingest_folder(
         if progress is not None:
             progress(Progress(stage, done, total, item))
 
-    previous = await store.manifest(kb)
+    try:
+        previous = await store.manifest(kb)
+    except OSError as exc:
+        raise StoreError(f"cannot read knowledge base {kb!r} ({_os_reason(exc)})") from exc
     model = embedder_id(embedder)
     # Vectors of another model cannot be mixed with this one's: embed everything again.
     reembed = previous is not None and (
@@ -294,7 +301,10 @@ async def ingest_folder(
             added=list(zip(new_chunks, vectors, strict=True)),
             base_version=previous.version if previous is not None else None,
         )
-        report.version = await store.commit(kb, change)
+        try:
+            report.version = await store.commit(kb, change)
+        except OSError as exc:
+            raise StoreError(f"cannot write knowledge base {kb!r} ({_os_reason(exc)})") from exc
         report.committed = True
         tell("writing", 1, 1)
     report.seconds = time.perf_counter() - started
@@ -339,3 +349,9 @@ def _unlisted_folders(errors: list[OSError], root: Path) -> list[tuple[str, str]
 
 def _is_under(source: str, folder: str) -> bool:
     return not folder or source.startswith(folder + "/")
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.strerror and exc.filename is not None:
+        return f"{exc.strerror}: {os.fsdecode(exc.filename)}"
+    return exc.strerror or str(exc)

@@ -2,7 +2,8 @@
 
 Exit status: 0 when at least one file was read (skipped files are reported, not fatal);
 1 when not a single file could be read (the knowledge base is then left as it was);
-2 for a configuration error; 3 when the store or the embeddings server cannot be reached.
+2 for a configuration error; 3 when the store or the embeddings server cannot be reached;
+4 when the store cannot be written (a read-only or full volume, a database that refuses it).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -18,6 +20,7 @@ from parley.settings import SettingsError, load_settings
 
 if TYPE_CHECKING:
     from knowledge.ingest import IngestReport, Progress
+    from parley.settings import Settings
 
 COMMAND = "ingest"
 
@@ -40,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from knowledge.base import EmbeddingError, KnowledgeError, StoreUnavailable, check_kb_name
     from knowledge.factory import create_embedder, create_store, ingest_threads
-    from knowledge.ingest import ingest_folder
+    from knowledge.ingest import StoreError, ingest_folder
     from knowledge.store import ConcurrentIngest
     from parley.logs import configure as configure_logging
 
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     # The report names every skipped file and why; the libraries' own chatter adds nothing.
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     logging.getLogger("pypdf").setLevel(logging.ERROR)
+    database_error, connection_lost = _database_errors(settings)
     try:
         check_kb_name(args.kb)
         if not args.folder.is_dir():
@@ -56,21 +60,42 @@ def run(args: argparse.Namespace) -> int:
         embedder = create_embedder(settings, threads=ingest_threads())
         store = create_store(settings)
         bar = ProgressBar(sys.stderr, enabled=not args.quiet)
-        report = asyncio.run(
-            ingest_folder(
-                args.folder,
-                args.kb,
-                store=store,
-                embedder=embedder,
-                chunk_tokens=settings.knowledge_chunk_tokens,
-                chunk_overlap=settings.knowledge_chunk_overlap,
-                progress=bar,
+        try:
+            report = asyncio.run(
+                ingest_folder(
+                    args.folder,
+                    args.kb,
+                    store=store,
+                    embedder=embedder,
+                    chunk_tokens=settings.knowledge_chunk_tokens,
+                    chunk_overlap=settings.knowledge_chunk_overlap,
+                    progress=bar,
+                )
             )
-        )
-        bar.finish()
+        finally:
+            bar.finish()  # an error message then starts a line of its own
     except (EmbeddingError, StoreUnavailable, ConcurrentIngest) as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return 3
+    except StoreError as exc:
+        where = "the store's volume"
+        if settings.knowledge_store == "faiss":
+            where = f"PARLEY_KNOWLEDGE_DIR ({settings.knowledge_dir})"
+        hint = f"check {where}: a folder this user can write, with free space"
+        print(f"parley: {exc}; {hint}", file=sys.stderr)
+        return 4
+    except database_error as exc:
+        first_line = (str(exc).splitlines() or [""])[0]
+        reason = f"{type(exc).__name__}: {first_line}"
+        if connection_lost(exc):
+            print(f"parley: the connection to PostgreSQL failed ({reason})", file=sys.stderr)
+            return 3
+        print(
+            f"parley: PostgreSQL refused the ingest ({reason}); check that the user of "
+            "PARLEY_KNOWLEDGE_DATABASE_URL may write its tables and that the server has room",
+            file=sys.stderr,
+        )
+        return 4
     except KnowledgeError as exc:
         print(f"parley: {exc}", file=sys.stderr)
         return 2
@@ -79,6 +104,28 @@ def run(args: argparse.Namespace) -> int:
         return 130
     print_report(report, args.folder, sys.stdout)
     return 1 if report.nothing_read else 0
+
+
+def _database_errors(
+    settings: Settings,
+) -> tuple[tuple[type[Exception], ...], Callable[[Exception], bool]]:
+    """(psycopg's errors, which of them mean a lost connection) where the store is
+    PostgreSQL; the store wraps only failures to connect, not those of a statement."""
+    if settings.knowledge_store != "pgvector":
+        return (), lambda exc: False
+    try:
+        import psycopg
+    except ImportError:  # the store says so when it connects
+        return (), lambda exc: False
+
+    def connection_lost(exc: Exception) -> bool:
+        state = getattr(exc, "sqlstate", None) or ""
+        # No SQLSTATE: the client lost the server; 08: connection; 57P: server shut down.
+        return isinstance(exc, psycopg.OperationalError) and (
+            not state or state.startswith(("08", "57P"))
+        )
+
+    return (psycopg.Error,), connection_lost
 
 
 def print_report(report: IngestReport, folder: Path, out: TextIO) -> None:

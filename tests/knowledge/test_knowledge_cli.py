@@ -18,6 +18,7 @@ from parley.cli import main
 from parley.knowledge_cli import ProgressBar
 from parley.settings import SettingsError, load_settings
 from tests.knowledge.conftest import WriteFiles
+from tests.support.postgres import PG_URL
 
 
 @pytest.fixture
@@ -155,3 +156,56 @@ def test_factories_build_what_the_settings_name(tmp_path: Path) -> None:
     )
     assert isinstance(create_store(pg), PgStore)
     assert isinstance(create_retriever(pg), PgRetriever)  # connects at its first search only
+
+
+def test_a_store_that_cannot_be_written_is_one_clear_line_and_status_4(
+    env: Path,
+    docs: WriteFiles,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = docs({"a.md": "# A\n\nText.\n"})
+    (env / "kb" / ".lock").mkdir(parents=True)  # root writes anywhere: block the lock file
+    assert main(["ingest", str(folder), "--kb", "kb", "--quiet"]) == 4
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (
+        f"parley: cannot write knowledge base 'kb' (Is a directory: {env / 'kb' / '.lock'}); "
+        f"check PARLEY_KNOWLEDGE_DIR ({env}): a folder this user can write, with free space\n"
+    )
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("", encoding="utf-8")
+    monkeypatch.setenv("PARLEY_KNOWLEDGE_DIR", str(blocker / "index"))
+    assert main(["ingest", str(folder), "--kb", "kb", "--quiet"]) == 4
+    err = capsys.readouterr().err
+    assert err.startswith("parley: cannot read knowledge base 'kb' (Not a directory: ")
+    assert err.count("\n") == 1
+
+
+def test_a_database_that_refuses_the_ingest_is_one_clear_line_and_status_4(
+    env: Path, docs: WriteFiles, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as conn:
+            available = conn.execute(
+                "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'"
+            ).fetchone()
+            if available is None:
+                pytest.skip("the local PostgreSQL lacks pgvector (see tests/knowledge/conftest)")
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not running at {PG_URL} ({exc})")
+    read_only = "options=-c%20default_transaction_read_only%3Don"
+    url = PG_URL + ("&" if "?" in PG_URL else "?") + read_only
+    monkeypatch.setenv("PARLEY_KNOWLEDGE_STORE", "pgvector")
+    monkeypatch.setenv("PARLEY_KNOWLEDGE_DATABASE_URL", url)
+    folder = docs({"a.md": "# A\n\nText.\n"})
+    assert main(["ingest", str(folder), "--kb", "kb", "--quiet"]) == 4
+    assert capsys.readouterr().err == (
+        "parley: PostgreSQL refused the ingest (ReadOnlySqlTransaction: cannot execute CREATE "
+        "SCHEMA in a read-only transaction); check that the user of "
+        "PARLEY_KNOWLEDGE_DATABASE_URL may write its tables and that the server has room\n"
+    )
