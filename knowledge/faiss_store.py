@@ -337,6 +337,10 @@ class FaissRetriever(HybridRetriever):
         self.store = FaissStore(root)
         self._stamps: dict[str, tuple[tuple[int, int, int], str]] = {}
 
+    @property
+    def location(self) -> str:
+        return f"the folder {self.store.root} (PARLEY_KNOWLEDGE_DIR)"
+
     async def knowledge_bases(self) -> list[str]:
         return await self.store.knowledge_bases()
 

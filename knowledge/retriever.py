@@ -145,9 +145,9 @@ class HybridRetriever(ABC):
         ] = weakref.WeakKeyDictionary()
 
     @property
+    @abstractmethod
     def location(self) -> str:
         """Where the knowledge bases are read from, and the setting that says so."""
-        return "the configured store"
 
     @abstractmethod
     async def knowledge_bases(self) -> list[str]:
