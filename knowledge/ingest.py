@@ -99,16 +99,30 @@ def embedder_id(embedder: Embedder) -> str:
     return model_id if isinstance(model_id, str) else type(embedder).__name__
 
 
+async def identify(embedder: Embedder) -> None:
+    """Let an embedder that learns its model_id from a server (TEI) learn it now."""
+    ask = getattr(embedder, "identify", None)
+    if ask is not None:
+        await ask()
+
+
 def same_embedder(built_with: str, dimension: int, embedder: Embedder) -> bool:
     """Whether vectors that `built_with` made (a manifest's embedder and dimension) can be
     searched with `embedder`'s. Vectors of two models are not comparable, even of one size. A
-    TEI server is known by its URL, which may differ between the ingest and the workers: only
-    its size is checked."""
+    TEI server is known by the model it serves (knowledge.embeddings.TeiEmbedder.identify);
+    where either side knows only the server's URL (which may differ between the ingest and
+    the workers), only the size is checked."""
     configured = embedder_id(embedder)
     same_model = built_with == configured or (
-        built_with.startswith(TEI_PREFIX) and configured.startswith(TEI_PREFIX)
+        built_with.startswith(TEI_PREFIX)
+        and configured.startswith(TEI_PREFIX)
+        and (_tei_url(built_with) or _tei_url(configured))
     )
     return same_model and dimension == embedder.dimension
+
+
+def _tei_url(model_id: str) -> bool:
+    return model_id.removeprefix(TEI_PREFIX).startswith(("http://", "https://"))
 
 
 def chunk_id(source: str, position: int, text: str) -> str:
@@ -198,10 +212,11 @@ async def ingest_folder(
         previous = await store.manifest(kb)
     except OSError as exc:
         raise StoreError(f"cannot read knowledge base {kb!r} ({_os_reason(exc)})") from exc
+    await identify(embedder)
     model = embedder_id(embedder)
     # Vectors of another model cannot be mixed with this one's: embed everything again.
-    reembed = previous is not None and (
-        previous.embedder != model or previous.dimension != embedder.dimension
+    reembed = previous is not None and not same_embedder(
+        previous.embedder, previous.dimension, embedder
     )
     old_sources = dict(previous.sources) if previous is not None else {}
 

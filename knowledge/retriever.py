@@ -34,7 +34,7 @@ from knowledge.base import (
 )
 from knowledge.bridge import TRANSLATED_WEIGHT, TermBridge, build_bridge
 from knowledge.chunking import indexed_text
-from knowledge.ingest import embedder_id, same_embedder
+from knowledge.ingest import embedder_id, identify, same_embedder
 from knowledge.lexical import LANGUAGES, LexicalIndex, analyze, content_words, text_language
 from knowledge.ranking import Calibration, FloatArray, calibration_for
 from knowledge.store import StoredChunk
@@ -287,6 +287,7 @@ class HybridRetriever(ABC):
             loaded = self._loaded.get(kb)
             if loaded is None or loaded.version != version:
                 loaded = await self._load(kb)
+                await identify(self.embedder)
                 self._check_embedder(loaded)
                 loaded = await self._prepare(loaded)
                 self._loaded[kb] = loaded

@@ -380,7 +380,7 @@ async def _knowledge(settings: Settings) -> list[Check]:
             store, found = await asyncio.to_thread(_faiss_store, settings)
         if store.status == "fail":
             return [store]  # nothing to say about knowledge bases that cannot be read
-        return [store, *_knowledge_bases(settings, found)]
+        return [store, *_knowledge_bases(found, await _identified(settings, found))]
     except ImportError as exc:
         return [Check("Knowledge store", "fail", _reason(exc), _INSTALL_KNOWLEDGE)]
 
@@ -464,16 +464,28 @@ def _pgvector_missing(name: str, available: str | None, may_create: bool) -> Che
     )
 
 
-def _knowledge_bases(settings: Settings, found: _Found) -> list[Check]:
+async def _identified(settings: Settings, found: _Found) -> Embedder | None:
+    """The configured embedder, knowing its model as workers do (TEI asks the server), to
+    compare knowledge bases with; None when there is none to compare or it cannot be made
+    (the Embeddings line says why)."""
+    if not found:
+        return None
+    from knowledge.ingest import identify
+
+    try:
+        embedder = _embedder(settings)
+        await identify(embedder)
+    except Exception:
+        return None
+    return embedder
+
+
+def _knowledge_bases(found: _Found, embedder: Embedder | None) -> list[Check]:
     if not found:
         detail = "none ingested yet (they are optional): `parley ingest <folder> --kb <name>`"
         return [Check("Knowledge bases", "ok", detail)]
     from knowledge.ingest import embedder_id, same_embedder
 
-    try:
-        embedder: Embedder | None = _embedder(settings)
-    except Exception:
-        embedder = None  # the Embeddings line says why; nothing to compare with
     results = []
     for kb, manifest in found:
         name = f"Knowledge base {kb}"

@@ -5,7 +5,8 @@ in, a JSON list of vectors out; batches above `max_batch` get TEI's 413-style re
 answers 413 with {"error", "error_type": "Validation"}). Vectors come from the hashing
 embedder so they are deterministic. `fail_next` answers the next requests with these HTTP
 statuses instead; `dimension_override` sends vectors of another size; `web_page` answers 200
-with an HTML page, as another web server at a wrong PARLEY_TEI_URL would.
+with an HTML page, as another web server at a wrong PARLEY_TEI_URL would. GET /info names
+`model_id` (None: 404, as a server that does not say).
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from tests.fakes.server import BackgroundServer
 
 
 class FakeTEI(BackgroundServer):
-    def __init__(self, dimension: int = 64, max_batch: int = 32) -> None:
+    def __init__(
+        self, dimension: int = 64, max_batch: int = 32, model_id: str | None = "acme/hashing"
+    ) -> None:
         self.embedder = HashingEmbedder(dimension)
+        self.model_id = model_id
         self.max_batch = max_batch
         self.fail_next: list[int] = []
         self.dimension_override: int | None = None
@@ -28,7 +32,15 @@ class FakeTEI(BackgroundServer):
         self.requests: list[dict[str, Any]] = []
         app = web.Application()
         app.router.add_post("/embed", self._embed)
+        app.router.add_get("/info", self._info)
         super().__init__(app)
+
+    async def _info(self, request: web.Request) -> web.Response:
+        if self.model_id is None:
+            return web.json_response({"error": "not found"}, status=404)
+        return web.json_response(
+            {"model_id": self.model_id, "model_type": {"embedding": {"pooling": "mean"}}}
+        )
 
     async def _embed(self, request: web.Request) -> web.Response:
         body = await request.json()

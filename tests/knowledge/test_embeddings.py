@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.base import DEFAULT_MIN_SCORE, EmbeddingError
+from knowledge.base import DEFAULT_MIN_SCORE, EmbeddingError, KnowledgeMisconfigured
 from knowledge.embeddings import HashingEmbedder, LocalEmbedder, TeiEmbedder, model_dimension
 from knowledge.faiss_store import FaissRetriever, FaissStore
 from knowledge.ingest import ingest_folder
@@ -75,6 +75,43 @@ async def test_tei_embedder_gives_up_with_a_short_clear_error(tei: FakeTEI) -> N
         EmbeddingError, match=r"the embeddings server at http://127\.0\.0\.1:9 failed"
     ):
         await unreachable.embed(["x"])
+
+
+async def test_a_tei_server_is_known_by_the_model_it_serves_not_its_address(
+    tei: FakeTEI, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "vpn.md").write_text("# VPN\n\nUse GlobalProtect.\n", encoding="utf-8")
+    store = FaissStore(tmp_path / "kb")
+    embedder = TeiEmbedder(tei.url, dimension=64)
+    await ingest_folder(folder, "it", store=store, embedder=embedder)
+    manifest = await store.manifest("it")
+    assert manifest is not None
+    assert manifest.embedder == "tei:acme/hashing"
+
+    # Workers reach the same model through another address: it is searched.
+    same = FakeTEI(dimension=64)
+    with same:
+        found = await FaissRetriever(tmp_path / "kb", TeiEmbedder(same.url, dimension=64)).search(
+            "vpn client", ["it"], 1
+        )
+        assert [p.source for p in found] == ["vpn.md"]
+    # Another model of the same size: its vectors would be meaningless next to these.
+    other = FakeTEI(dimension=64, model_id="acme/other-model")
+    with other:
+        retriever = FaissRetriever(tmp_path / "kb", TeiEmbedder(other.url, dimension=64))
+        refused = r"built with tei:acme/hashing .* re-ingest"
+        with pytest.raises(KnowledgeMisconfigured, match=refused):
+            await retriever.search("vpn client", ["it"], 1)
+    # A server that does not say (an older TEI): known by its size alone, and logged.
+    silent = FakeTEI(dimension=64, model_id=None)
+    with silent:
+        embedder = TeiEmbedder(silent.url, dimension=64)
+        found = await FaissRetriever(tmp_path / "kb", embedder).search("vpn client", ["it"], 1)
+        assert [p.source for p in found] == ["vpn.md"]
+        assert embedder.model_id == f"tei:{silent.url}"
+    assert f"the embeddings server at {silent.url} did not say its model" in caplog.text
 
 
 async def test_a_server_that_is_not_tei_is_named_at_once(tei: FakeTEI) -> None:
