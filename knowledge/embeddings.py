@@ -20,6 +20,7 @@ import logging
 import math
 import re
 import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -169,32 +170,59 @@ class TeiEmbedder:
         self.dimension = dimension
         self.model_id = f"{TEI_PREFIX}{self.url}"
         self._identified = False
+        self._identify_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
         self.batch_size = batch_size
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.retries = retries
         self.retry_delay = retry_delay
 
     async def identify(self) -> None:
-        """model_id becomes "tei:<the model TEI serves>", once per embedder. A server that
-        does not say (an older TEI, a proxy) leaves the URL there: knowledge bases are then
-        told apart by vector size alone."""
+        """model_id becomes "tei:<the model TEI serves>". A server that does not say (an older
+        TEI, a proxy) leaves the URL there: knowledge bases are then told apart by vector size
+        alone. Asked once per embedder, concurrent callers waiting for the one answer; a
+        server that cannot be reached raises EmbeddingError and is asked again next time, so
+        that no knowledge base is let through on its size while the answer is unknown."""
         if self._identified:
             return
-        self._identified = True
+        loop = asyncio.get_running_loop()
+        async with self._identify_locks.setdefault(loop, asyncio.Lock()):
+            if not self._identified:
+                self._apply_info(await self._info())
+                self._identified = True
+
+    async def _info(self) -> Any:
+        """GET /info's body; {} when the server has no such route."""
         try:
             async with (
                 aiohttp.ClientSession(timeout=self.timeout) as session,
                 session.get(f"{self.url}/info") as response,
             ):
-                info = await response.json(content_type=None) if response.status == 200 else {}
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            log.warning("the embeddings server at %s did not say its model: %s", self.url, exc)
-            return
+                if response.status >= 500:
+                    body = _short(await response.text())
+                    raise self._failed(f"HTTP {response.status}: {body}")
+                if response.status != 200:
+                    return {}
+                return await response.json(content_type=None)
+        except ValueError:
+            return {}
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise self._failed(_short(str(exc) or type(exc).__name__)) from None
+
+    def _failed(self, problem: str) -> EmbeddingError:
+        return EmbeddingError(f"the embeddings server at {self.url} failed ({problem})")
+
+    def _apply_info(self, info: Any) -> None:
         model = info.get("model_id") if isinstance(info, dict) else None
         if isinstance(model, str) and model.strip():
             self.model_id = f"{TEI_PREFIX}{model.strip()}"
         else:
-            log.warning("the embeddings server at %s did not say its model", self.url)
+            log.warning(
+                "the embeddings server at %s does not say which model it serves: knowledge "
+                "bases are told apart by vector size alone",
+                self.url,
+            )
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -226,7 +254,7 @@ class TeiEmbedder:
                         break  # the request itself is wrong: retrying cannot help
             except (aiohttp.ClientError, TimeoutError) as exc:
                 problem = _short(str(exc) or type(exc).__name__)
-        raise EmbeddingError(f"the embeddings server at {self.url} failed ({problem})")
+        raise self._failed(problem)
 
     def _check(self, payload: Any, count: int) -> list[list[float]]:
         if (

@@ -7,6 +7,7 @@ exit status is 1 when anything must be fixed (warnings alone leave it 0).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 from collections.abc import Awaitable, Callable
@@ -340,7 +341,7 @@ async def _embeddings(settings: Settings) -> list[Check]:
     name = f"Embeddings ({_describe_embeddings(settings)})"
     fix = _EMBEDDING_FIXES[settings.embeddings]
     try:
-        from knowledge.ingest import embedder_id
+        from knowledge.ingest import embedder_id, identify
 
         embedder = _embedder(settings)
         # Loads an in-process model (in a thread; USE takes about a second) or asks the server.
@@ -349,6 +350,8 @@ async def _embeddings(settings: Settings) -> list[Check]:
         return [Check(name, "fail", _reason(exc), _INSTALL_KNOWLEDGE)]
     except Exception as exc:
         return [Check(name, "fail", _reason(exc), fix)]
+    with contextlib.suppress(Exception):
+        await identify(embedder)  # TEI: name the model it serves, not its address
     model = embedder_id(embedder)
     size = len(vectors[0]) if len(vectors) == 1 else 0
     if size != embedder.dimension:
@@ -467,16 +470,19 @@ def _pgvector_missing(name: str, available: str | None, may_create: bool) -> Che
 async def _identified(settings: Settings, found: _Found) -> Embedder | None:
     """The configured embedder, knowing its model as workers do (TEI asks the server), to
     compare knowledge bases with; None when there is none to compare or it cannot be made
-    (the Embeddings line says why)."""
+    (the Embeddings line says why). A TEI server that cannot be asked still has a vector
+    size to compare."""
     if not found:
         return None
+    from knowledge.base import EmbeddingError
     from knowledge.ingest import identify
 
     try:
         embedder = _embedder(settings)
-        await identify(embedder)
     except Exception:
         return None
+    with contextlib.suppress(EmbeddingError):
+        await identify(embedder)
     return embedder
 
 

@@ -25,6 +25,7 @@ class FakeTEI(BackgroundServer):
     ) -> None:
         self.embedder = HashingEmbedder(dimension)
         self.model_id = model_id
+        self.info_requests = 0
         self.max_batch = max_batch
         self.fail_next: list[int] = []
         self.dimension_override: int | None = None
@@ -36,6 +37,7 @@ class FakeTEI(BackgroundServer):
         super().__init__(app)
 
     async def _info(self, request: web.Request) -> web.Response:
+        self.info_requests += 1
         if self.model_id is None:
             return web.json_response({"error": "not found"}, status=404)
         return web.json_response(

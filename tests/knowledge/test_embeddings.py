@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from knowledge.embeddings import HashingEmbedder, LocalEmbedder, TeiEmbedder, mo
 from knowledge.faiss_store import FaissRetriever, FaissStore
 from knowledge.ingest import ingest_folder
 from tests.fakes.tei import FakeTEI
+from tests.support.processes import free_port
 
 
 def _norm(vector: list[float]) -> float:
@@ -111,7 +113,25 @@ async def test_a_tei_server_is_known_by_the_model_it_serves_not_its_address(
         found = await FaissRetriever(tmp_path / "kb", embedder).search("vpn client", ["it"], 1)
         assert [p.source for p in found] == ["vpn.md"]
         assert embedder.model_id == f"tei:{silent.url}"
-    assert f"the embeddings server at {silent.url} did not say its model" in caplog.text
+    assert f"the embeddings server at {silent.url} does not say which model" in caplog.text
+
+
+async def test_a_tei_server_is_asked_its_model_once_and_again_after_a_failure(
+    tei: FakeTEI,
+) -> None:
+    embedder = TeiEmbedder(tei.url, dimension=64)
+    # Knowledge bases loading at once all wait for the one answer.
+    await asyncio.gather(*(embedder.identify() for _ in range(5)))
+    assert embedder.model_id == "tei:acme/hashing"
+    assert tei.info_requests == 1
+    # Unreachable: an error now (nothing is let through on its size), a new ask next time.
+    port = free_port()
+    later = TeiEmbedder(f"http://127.0.0.1:{port}", dimension=64, timeout=2)
+    with pytest.raises(EmbeddingError, match=f"127.0.0.1:{port} failed"):
+        await later.identify()
+    later.url = tei.url
+    await later.identify()
+    assert later.model_id == "tei:acme/hashing"
 
 
 async def test_a_server_that_is_not_tei_is_named_at_once(tei: FakeTEI) -> None:
