@@ -29,7 +29,13 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from knowledge.base import Embedder, KnowledgeError, Passage, check_kb_name
+from knowledge.base import (
+    Embedder,
+    KnowledgeError,
+    KnowledgeMisconfigured,
+    Passage,
+    check_kb_name,
+)
 from knowledge.ranking import FloatArray
 from knowledge.retriever import HybridRetriever, Loaded, Query, build_lexical
 from knowledge.store import Change, ConcurrentIngest, Manifest, SourceEntry, StoredChunk
@@ -110,14 +116,14 @@ class FaissStore:
                 name = again
         raise KnowledgeError(f"knowledge base {kb!r} keeps changing while being read")
 
-    def _damaged(self, kb: str, name: str, exc: FileNotFoundError) -> KnowledgeError:
+    def _damaged(self, kb: str, name: str, exc: FileNotFoundError) -> KnowledgeMisconfigured:
         kb_dir = self.kb_dir(kb)
         folder = kb_dir / name
         if folder.is_dir() and exc.filename is not None:
             missing = f"{os.fsdecode(exc.filename)} is missing"
         else:
             missing = f"its {CURRENT} file names the folder {folder}, which does not exist"
-        return KnowledgeError(
+        return KnowledgeMisconfigured(
             f"knowledge base {kb!r} is damaged: {missing}. Restore {kb_dir} from a backup, "
             f"or delete {kb_dir} and ingest the knowledge base again"
         )
@@ -135,7 +141,7 @@ class FaissStore:
             raise FileNotFoundError(folder / INDEX_FILE)
         index = faiss.read_index(str(folder / INDEX_FILE))
         if index.ntotal != len(chunks):
-            raise KnowledgeError(
+            raise KnowledgeMisconfigured(
                 f"knowledge base {kb!r} is damaged ({index.ntotal} vectors, {len(chunks)} "
                 "chunks): ingest it again"
             )
@@ -267,7 +273,9 @@ def _write_generation(
 def _read_manifest(folder: Path, version: str) -> Manifest:
     document = json.loads((folder / MANIFEST_FILE).read_text(encoding="utf-8"))
     if document.get("format") != FORMAT:
-        raise KnowledgeError(f"{folder} has an unknown format; ingest the knowledge base again")
+        raise KnowledgeMisconfigured(
+            f"{folder} has an unknown format; ingest the knowledge base again"
+        )
     sources = {
         source: SourceEntry(entry["sha256"], tuple(entry["chunks"]))
         for source, entry in document["sources"].items()

@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import logging
 import threading
+import time
 import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -44,6 +45,9 @@ log = logging.getLogger(__name__)
 
 # Candidates taken from each signal before the hybrid ranking, at least.
 MIN_CANDIDATES = 32
+# A knowledge base that could not be searched (another model's vectors, a damaged folder) is
+# read again after this long, or at once when its version changes.
+RECHECK_REFUSED_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +139,8 @@ class HybridRetriever(ABC):
         self.calibration = calibration or calibration_for(embedder_id(embedder))
         self.cache = LruCache(cache_size)
         self._loaded: dict[str, Loaded] = {}
-        # Versions this embedder cannot search (kb -> version, why), and names not found.
-        self._refused: dict[str, tuple[str, KnowledgeMisconfigured]] = {}
+        # Versions that cannot be searched (kb -> version, why, until when), names not found.
+        self._refused: dict[str, tuple[str, KnowledgeMisconfigured, float]] = {}
         self._missing: set[str] = set()
         # One load per knowledge base at a time, per event loop: a burst of questions after
         # a re-ingest loads the new index once, not once per question.
@@ -210,8 +214,7 @@ class HybridRetriever(ABC):
             try:
                 await self._current(kb, version)
             except KnowledgeMisconfigured as exc:
-                log.error("knowledge base %s left out of every search: %s", kb, exc)
-                self._refused[kb] = (version, exc)
+                self._refuse(kb, version, exc)
             except KnowledgeError as exc:
                 log.warning("knowledge base %s not loaded: %s", kb, exc)
             else:
@@ -230,18 +233,25 @@ class HybridRetriever(ABC):
         refusals: list[KnowledgeMisconfigured] = []
         for kb, version in sorted(versions.items()):
             refused = self._refused.get(kb)
-            if refused is not None and refused[0] == version:
+            if refused is not None and refused[0] == version and time.monotonic() < refused[2]:
                 refusals.append(refused[1])
                 continue
             try:
                 loaded.append(await self._current(kb, version))
             except KnowledgeMisconfigured as exc:
-                log.error("knowledge base %s left out of every search: %s", kb, exc)
-                self._refused[kb] = (version, exc)
+                self._refuse(kb, version, exc)
                 refusals.append(exc)
         if not loaded and refusals:
             raise refusals[0]
         return loaded
+
+    def _refuse(self, kb: str, version: str, exc: KnowledgeMisconfigured) -> None:
+        """Leave this version out of searches for a while (an admin restoring a damaged
+        folder in place keeps its version), logged once per version."""
+        known = self._refused.get(kb)
+        if known is None or known[0] != version:
+            log.error("knowledge base %s left out of every search: %s", kb, exc)
+        self._refused[kb] = (version, exc, time.monotonic() + RECHECK_REFUSED_SECONDS)
 
     def _tell_missing(self, names: Sequence[str], versions: dict[str, str]) -> None:
         """Log, once per knowledge base, one that a channel uses but the store lacks."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from knowledge import retriever as retriever_module
 from knowledge.base import Embedder, KnowledgeError, KnowledgeMisconfigured, Passage
 from knowledge.embeddings import HashingEmbedder
 from knowledge.faiss_store import FaissStore
@@ -192,3 +194,30 @@ async def test_preload_loads_every_knowledge_base_and_skips_a_broken_one(
     monkeypatch.setattr(retriever, "_load", counted)
     await retriever.search("vpn please", ["other", "it"], 1)
     assert loaded == []
+
+
+async def test_a_damaged_knowledge_base_is_left_out_until_it_is_restored(
+    docs: WriteFiles, faiss_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _ingest(faiss_root, docs(IT), "it")
+    await _ingest(faiss_root, docs(HR), "hr")
+    store = FaissStore(faiss_root)
+    generation = store.current("it")
+    assert generation is not None
+    backup = faiss_root.parent / "backup"
+    shutil.copytree(faiss_root / "it" / generation, backup)
+    shutil.rmtree(faiss_root / "it" / generation)  # a disk problem, a careless cleanup
+    retriever = retriever_for(faiss_root, HashingEmbedder())
+    monkeypatch.setattr(retriever_module, "RECHECK_REFUSED_SECONDS", 0.0)
+
+    # The channel's other knowledge base still answers; alone, it is an admin's problem.
+    found = await retriever.search("How do I sign in to the VPN?", ["hr", "it"], 3)
+    assert {p.kb for p in found} == {"hr"}
+    with pytest.raises(KnowledgeMisconfigured, match=r"'it' is damaged: .* Restore"):
+        await retriever.search("How do I sign in to the VPN?", ["it"], 3)
+
+    # Restored in place: the version is the same, so it is read again once the refusal
+    # has run out (here at once) rather than only after a restart.
+    shutil.copytree(backup, faiss_root / "it" / generation)
+    found = await retriever.search("How do I sign in to the VPN?", ["hr", "it"], 1)
+    assert [p.kb for p in found] == ["it"]
