@@ -48,11 +48,14 @@ class Grounding:
         return Grounding(self.kbs, self.passages[:-1])
 
     def best_cut(self, chars: int) -> Grounding:
-        """The best passage alone, cut to about `chars` characters at a word boundary."""
+        """The best passage alone, cut to at most `chars` characters: at the last whitespace
+        when there is one near the end (a word is not split), else right there."""
         best = self.passages[0]
-        text = best.text[:chars]
+        text = best.text[: max(chars, 0)]
         if len(text) < len(best.text):
-            text = text[: text.rfind(" ")] if " " in text else text
+            space = max(text.rfind(c) for c in " \n\t")
+            if space >= len(text) * 0.8:
+                text = text[:space]
             text = text.rstrip() + " …"
         return Grounding(self.kbs, (replace(best, text=text),))
 

@@ -470,6 +470,14 @@ class Pipeline:
                 # is too long without any passage.
                 available = (await fit(None))[2]
                 if available >= 0:
+                    log.warning(
+                        "no room for a passage beside a question of %d tokens: the context "
+                        "holds %d, the answer takes %d (PARLEY_CONTEXT_TOKENS, "
+                        "PARLEY_MAX_NEW_TOKENS) and the system prompt the rest",
+                        user_tokens,
+                        self.model.context_tokens,
+                        max_new_tokens,
+                    )
                     raise AnswerFailed(MSG_NO_ROOM_FOR_PASSAGE, "no room for a passage")
             limit = user_tokens + available
             raise AnswerFailed(msg_too_long(user_tokens, limit), "message exceeds the context")

@@ -29,7 +29,7 @@ from tests.support.config import make_settings
 from tests.support.threads import queued_message
 from workers import keys
 from workers.grounding import not_covered_message
-from workers.pipeline import MSG_KNOWLEDGE_SETUP, Outcome
+from workers.pipeline import MSG_KNOWLEDGE_SETUP, MSG_NO_ROOM_FOR_PASSAGE, Outcome
 from workers.runtime import WorkerRuntime
 
 pytest.importorskip(
@@ -45,6 +45,9 @@ HANDOFF = "#hr-humans"
 NEAR_MISS = "How many vacation days do interns get?"
 COVERED = "How many unused vacation days carry over to next year?"
 CARRY_OVER = "Up to 5 unused vacation days carry over to next year [1]."
+# A small model: the tokens of its answers, and a context with room for the question alone.
+ANSWER_TOKENS = 64
+NO_ROOM_CONTEXT = 260
 _ASSISTANT_TURN = re.compile(
     r"<\|start_header_id\|>assistant<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", re.DOTALL
 )
@@ -208,39 +211,60 @@ def test_retrieval_decides_when_nothing_is_relevant_without_asking_the_model(
     assert _decided_by(caplog) == ["retrieval"]
 
 
-def test_a_passage_too_long_for_the_context_is_cut_to_fit(
-    redis_url: str,
-    fake_tgi: FakeTGI,
-    fake_slack: FakeSlack,
-    sync_redis: Redis,
-    tmp_path: Path,
-) -> None:
-    # A small context (a small model, or large chunks): the best passage alone overflows it.
-    context, answer_tokens = 440, 64
-    fake_tgi.max_total_tokens = context
-    fake_tgi.responder = lambda _: CARRY_OVER
+def _ask_with_context(
+    context: int, redis_url: str, tgi: FakeTGI, slack: FakeSlack, redis: Redis, tmp_path: Path
+) -> tuple[Outcome, list[str]]:
+    """COVERED asked in a worker whose model holds `context` tokens, ANSWER_TOKENS of them
+    for the answer; the outcome and the thread's replies."""
+    tgi.max_total_tokens = context
     settings = _settings(
-        redis_url, fake_tgi, fake_slack, tmp_path / "kb", "update",
-        context_tokens=context, max_new_tokens=answer_tokens,
+        redis_url, tgi, slack, tmp_path / "kb", "update",
+        context_tokens=context, max_new_tokens=ANSWER_TOKENS,
     )  # fmt: skip
     asyncio.run(
         ingest_folder(CORPUS, KB, store=create_store(settings), embedder=create_embedder(settings))
     )
-    sync_redis.hset(keys.channel_config("slack", ev.TEAM, CHANNEL), "knowledge_bases", KB)
+    redis.hset(keys.channel_config("slack", ev.TEAM, CHANNEL), "knowledge_bases", KB)
     runtime = WorkerRuntime(settings)
     try:
         thread = ev.next_ts()
-        outcome = runtime.answer(_message(COVERED, thread, sync_redis, ts=thread))
+        outcome = runtime.answer(_message(COVERED, thread, redis, ts=thread))
     finally:
         runtime.close()
+    return outcome, _texts(slack, thread)
+
+
+def test_a_passage_too_long_for_the_context_is_cut_to_fit(
+    redis_url: str, fake_tgi: FakeTGI, fake_slack: FakeSlack, sync_redis: Redis, tmp_path: Path
+) -> None:
+    # A small context (a small model, or large chunks): the best passage alone overflows it.
+    fake_tgi.responder = lambda _: CARRY_OVER
+    outcome, [text] = _ask_with_context(440, redis_url, fake_tgi, fake_slack, sync_redis, tmp_path)
     assert outcome is Outcome.ANSWERED
-    [text] = _texts(fake_slack, thread)
     assert text.startswith(CARRY_OVER)
     assert "Sources:" in text
     [prompt] = fake_tgi.prompts
     assert "[1] " in prompt
     assert " …" in prompt
-    assert len(fake_tokenize(prompt)) + answer_tokens <= context
+    assert len(fake_tokenize(prompt)) + ANSWER_TOKENS <= 440
+
+
+def test_a_context_with_no_room_for_any_passage_says_so_and_blames_no_one_wrongly(
+    redis_url: str,
+    fake_tgi: FakeTGI,
+    fake_slack: FakeSlack,
+    sync_redis: Redis,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Room for the question, not for it and a useful part of a passage.
+    outcome, replies = _ask_with_context(
+        NO_ROOM_CONTEXT, redis_url, fake_tgi, fake_slack, sync_redis, tmp_path
+    )
+    assert outcome is Outcome.FAILED
+    assert replies == [MSG_NO_ROOM_FOR_PASSAGE]
+    assert not fake_tgi.generations
+    assert f"the context holds {NO_ROOM_CONTEXT}, the answer takes {ANSWER_TOKENS}" in caplog.text
 
 
 def test_a_knowledge_base_built_with_another_model_is_an_admins_problem_not_a_channels(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from knowledge.base import Passage
@@ -48,6 +50,26 @@ def test_passages_are_numbered_for_the_model_and_cited_under_the_answer() -> Non
     assert grounding.sources("Five days.").count("[") == 2
     assert grounding.sources("See [7].").count("[") == 2, "an invented number cites nothing"
     assert grounding.without_last().passages == (_passage(1),)
+
+
+@pytest.mark.parametrize(
+    ("text", "chars", "kept"),
+    [
+        ("Up to five unused days carry over to March", 30, "Up to five unused days carry …"),
+        ("Up to five unused days carry\nover to March", 33, "Up to five unused days carry …"),
+        ("休暇の繰り越しは五日までです。三月末まで使えます", 10, "休暇の繰り越しは五日 …"),
+        ("I unusually-long-hyphenated-words", 12, "I unusually- …"),
+        ("Short enough", 40, "Short enough"),
+    ],
+)
+def test_the_best_passage_is_cut_at_a_word_near_the_end_or_right_there(
+    text: str, chars: int, kept: str
+) -> None:
+    grounding = Grounding(("hr-policies",), (replace(_passage(1), text=text), _passage(2)))
+    (cut,) = grounding.best_cut(chars).passages
+    assert cut.text == kept
+    assert len(cut.text) <= chars + 2
+    assert (cut.title, cut.source) == ("Vacation policy", "vacation-1.md")
 
 
 def test_not_covered_names_the_knowledge_bases_and_who_to_ask() -> None:
