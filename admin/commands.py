@@ -132,9 +132,9 @@ class AdminCommands:
         except KnowledgeError as exc:  # the knowledge store (PostgreSQL) is down, say
             log.error("admin command %r failed: %s", name, exc)
             return (
-                ":warning: Parley cannot read its knowledge bases right now, so nothing was "
-                "changed. Try again in a minute; if it persists, tell your Parley operator "
-                "(Parley's log and `parley doctor` say why)."
+                ":warning: Parley cannot read its knowledge bases right now, so this channel's "
+                "settings are as they were. Try again in a minute; if it persists, tell your "
+                "Parley operator (Parley's log and `parley doctor` say why)."
             )
 
     async def _dispatch(

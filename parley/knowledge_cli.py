@@ -3,7 +3,8 @@
 Exit status: 0 when at least one file was read (skipped files are reported, not fatal);
 1 when not a single file could be read (the knowledge base is then left as it was);
 2 for a configuration error; 3 when the store or the embeddings server cannot be reached;
-4 when the store cannot be written (a read-only or full volume, a database that refuses it).
+4 when the store cannot be read or written (a read-only or full volume, a database that
+refuses it).
 """
 
 from __future__ import annotations

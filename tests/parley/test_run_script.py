@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from privacy.crypto import generate_key
+from tests.support.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -24,9 +25,11 @@ pytestmark = pytest.mark.skipif(
 
 
 def _run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """scripts/run ARGS with these variables on top of the environment (minus any key)."""
+    inherited = {k: v for k, v in os.environ.items() if k != "PARLEY_ENCRYPTION_KEY"}
     return subprocess.run(
         [str(ROOT / "scripts" / "run"), *args],
-        env={**os.environ, "PARLEY_LLM_BACKEND": "tgi", **env},
+        env={**inherited, "PARLEY_LLM_BACKEND": "tgi", **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -46,13 +49,23 @@ def test_a_parley_command_gets_its_arguments_and_the_configuration(tmp_path: Pat
         PARLEY_ENCRYPTION_KEY=generate_key(),
         PARLEY_KNOWLEDGE_DIR=str(tmp_path / "kb"),
         PARLEY_EMBEDDINGS="hashing",
+        PARLEY_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",  # a one-off needs no Redis
     )
     assert result.returncode == 0, result.stderr
     assert "it-runbooks: 1 files read (1 added" in result.stdout
     assert (tmp_path / "kb" / "it-runbooks").is_dir()
-    # No Redis needed for a one-off command, and no key written anywhere.
-    assert "Redis" not in result.stderr
-    assert not (ROOT / ".env").exists()
+
+
+def test_keygen_prints_one_new_key_and_writes_none() -> None:
+    try:
+        result = _run("keygen")
+        written = (ROOT / ".env").exists()
+    finally:
+        (ROOT / ".env").unlink(missing_ok=True)  # none existed before (see pytestmark)
+    assert result.returncode == 0, result.stderr
+    [key] = result.stdout.split()  # the key alone: what the script says goes to stderr
+    assert len(key) == 44
+    assert not written
 
 
 def test_a_bad_command_is_parleys_own_usage_error() -> None:
