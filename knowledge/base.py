@@ -31,8 +31,9 @@ class Passage:
 
 class Retriever(Protocol):
     async def search(self, query: str, kbs: Sequence[str], k: int) -> list[Passage]:
-        """The k most relevant passages of these knowledge bases, best first. Unknown or
-        empty knowledge bases contribute nothing."""
+        """The k most relevant passages of these knowledge bases, best first. An empty one,
+        or one the store lacks or cannot search beside others, contributes nothing; when
+        none of them can be searched, KnowledgeMisconfigured says why."""
         ...
 
     async def knowledge_bases(self) -> list[str]:

@@ -226,9 +226,9 @@ class HybridRetriever(ABC):
 
     async def _usable(self, versions: dict[str, str]) -> list[Loaded]:
         """The knowledge bases loaded at these versions, without those that this embedder
-        cannot search: one stale knowledge base must not silence a channel's others. Such a
-        version is refused once (logged), not read again for every question. When none is
-        left, the first refusal is raised."""
+        cannot search: one stale or damaged knowledge base must not silence a channel's
+        others. Such a version is logged once and not read again for RECHECK_REFUSED_SECONDS.
+        When none is left, the first refusal is raised."""
         loaded: list[Loaded] = []
         refusals: list[KnowledgeMisconfigured] = []
         for kb, version in sorted(versions.items()):
@@ -386,11 +386,7 @@ class HybridRetriever(ABC):
 
 
 def _listed(names: Sequence[str]) -> str:
-    return (
-        "knowledge base " + ", ".join(names)
-        if len(names) == 1
-        else ("knowledge bases " + ", ".join(names))
-    )
+    return ("knowledge base " if len(names) == 1 else "knowledge bases ") + ", ".join(names)
 
 
 def _pronoun(names: Sequence[str]) -> str:
