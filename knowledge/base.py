@@ -10,6 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import quote
 
 # Below this Passage.score the documents do not cover the question: the hybrid ranker
 # (knowledge.ranking) is calibrated to put that boundary at 0.5.
@@ -27,6 +28,7 @@ class Passage:
     section: str  # the heading path of the chunk, e.g. "Vacation > Carry-over"
     source: str  # the file's path relative to the ingested folder (for citations)
     score: float  # relevance in [0, 1], comparable across questions
+    url: str = ""  # where people can read the source (a link base was set at ingest), or ""
 
 
 class Retriever(Protocol):
@@ -72,6 +74,24 @@ class StoreUnavailable(KnowledgeError):
 class KnowledgeMisconfigured(KnowledgeError):
     """Only an admin can fix this (a knowledge base built with another embedding model, one
     this worker cannot see): asking again will not help."""
+
+
+def source_link(link_base: str | None, source: str) -> str:
+    """The web address of a source under a knowledge base's link base, or "" without one."""
+    if not link_base:
+        return ""
+    return f"{link_base.rstrip('/')}/{quote(source, safe='/')}"
+
+
+def check_link_base(value: str) -> str:
+    """A link base must be an http(s) address; "" means none."""
+    value = value.strip()
+    if value and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+        raise KnowledgeError(
+            f"{value!r} is not a web address for the documents: give the http(s) address the "
+            "folder is published at, e.g. https://intranet.acme.example/hr/ (or '' for none)"
+        )
+    return value
 
 
 def check_kb_name(name: str) -> str:

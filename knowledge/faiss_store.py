@@ -257,6 +257,7 @@ def _write_generation(
         "format": FORMAT,
         "embedder": manifest.embedder,
         "dimension": manifest.dimension,
+        **({"link_base": manifest.link_base} if manifest.link_base else {}),
         "sources": {
             source: {"sha256": entry.sha256, "chunks": list(entry.chunk_ids)}
             for source, entry in sorted(manifest.sources.items())
@@ -280,7 +281,13 @@ def _read_manifest(folder: Path, version: str) -> Manifest:
         source: SourceEntry(entry["sha256"], tuple(entry["chunks"]))
         for source, entry in document["sources"].items()
     }
-    return Manifest(document["embedder"], int(document["dimension"]), sources, version)
+    return Manifest(
+        document["embedder"],
+        int(document["dimension"]),
+        sources,
+        version,
+        link_base=document.get("link_base") or None,
+    )
 
 
 def _replace_text(path: Path, text: str) -> None:
@@ -389,6 +396,7 @@ class FaissRetriever(HybridRetriever):
             lexical=build_lexical(generation.chunks),
             centroid=centroid,
             backend=_FaissLoaded(generation.vectors, index),
+            link_base=generation.manifest.link_base,
         )
 
     async def _search_loaded(self, loaded: Loaded, query: Query) -> list[Passage]:

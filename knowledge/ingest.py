@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from knowledge.base import Embedder, KnowledgeError, check_kb_name
+from knowledge.base import Embedder, KnowledgeError, check_kb_name, check_link_base
 from knowledge.chunking import chunk_sections, indexed_text
 from knowledge.documents import (
     MAX_FILE_BYTES,
@@ -74,6 +74,7 @@ class IngestReport:
     chunks_removed: int = 0
     chunks_total: int = 0
     version: str | None = None  # after the ingest; None when nothing was ever committed
+    link_base: str | None = None  # where the sources are published, after the ingest
     committed: bool = False
     seconds: float = 0.0
 
@@ -195,9 +196,14 @@ async def ingest_folder(
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
     chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     progress: ProgressCallback | None = None,
+    link_base: str | None = None,
 ) -> IngestReport:
+    """link_base: the web address the folder is published at, so that sources become links
+    (knowledge.base.source_link); "" removes it; None keeps the knowledge base's own."""
     started = time.perf_counter()
     check_kb_name(kb)
+    if link_base is not None:
+        link_base = check_link_base(link_base)
     root = Path(folder)
     if not await asyncio.to_thread(root.is_dir):
         raise KnowledgeError(f"{root} is not a folder")
@@ -305,8 +311,13 @@ async def ingest_folder(
     report.chunks_added = len(new_chunks)
     report.chunks_removed = sum(len(old_sources[s].chunk_ids) for s in replaced if s in old_sources)
     report.chunks_total = sum(len(entry.chunk_ids) for entry in sources.values())
-    manifest = Manifest(model, embedder.dimension, sources)
-    if previous is not None and not replaced:
+    if link_base is None:  # not given: the knowledge base's own
+        link_base = previous.link_base if previous is not None else None
+    link_base = link_base or None  # "": removed
+    relinked = previous is not None and link_base != previous.link_base
+    report.link_base = link_base
+    manifest = Manifest(model, embedder.dimension, sources, link_base=link_base)
+    if previous is not None and not replaced and not relinked:
         report.version = previous.version
     else:
         tell("writing", 0, 1)

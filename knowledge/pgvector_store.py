@@ -1,7 +1,8 @@
 """Knowledge bases in PostgreSQL with pgvector, for more than one host.
 
 Three tables (in PARLEY_KNOWLEDGE_DATABASE_URL's database, schema `public` by default):
-    parley_knowledge_bases    kb, version (bumped by every commit), embedder, dimension
+    parley_knowledge_bases    kb, version (bumped by every commit), embedder, dimension,
+                              link_base
     parley_knowledge_sources  the manifest: kb, source, sha256, chunk ids
     parley_knowledge_chunks   kb, chunk id, source, position, title, section, text, embedding
 
@@ -137,6 +138,17 @@ class PgStore:
                 f"CREATE INDEX IF NOT EXISTS parley_knowledge_chunks_source "
                 f"ON {self.chunks} (kb, source)"
             )
+            # Added after the first release: a store made before it gains the column. Asked
+            # first, since ALTER TABLE locks the table even when there is nothing to add.
+            found = await (
+                await conn.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+                    "AND table_name = 'parley_knowledge_bases' AND column_name = 'link_base'",
+                    (self.schema,),
+                )
+            ).fetchone()
+            if found is None:
+                await conn.execute(f"ALTER TABLE {self.kbs} ADD COLUMN link_base text")
         self._ready = True
 
     async def manifest(self, kb: str) -> Manifest | None:
@@ -145,7 +157,8 @@ class PgStore:
             await self.ensure_schema(conn)
             row = await (
                 await conn.execute(
-                    f"SELECT embedder, dimension, version FROM {self.kbs} WHERE kb = %s", (kb,)
+                    f"SELECT embedder, dimension, version, link_base FROM {self.kbs} WHERE kb = %s",
+                    (kb,),
                 )
             ).fetchone()
             if row is None:
@@ -156,7 +169,7 @@ class PgStore:
                 )
             ).fetchall()
         sources = {source: SourceEntry(sha, tuple(ids)) for source, sha, ids in rows}
-        return Manifest(row[0], int(row[1]), sources, str(row[2]))
+        return Manifest(row[0], int(row[1]), sources, str(row[2]), link_base=row[3] or None)
 
     async def commit(self, kb: str, change: Change) -> str:
         check_kb_name(kb)
@@ -206,8 +219,9 @@ class PgStore:
                 version = await (
                     await conn.execute(
                         f"UPDATE {self.kbs} SET version = version + 1, embedder = %s, "
-                        "dimension = %s, updated_at = now() WHERE kb = %s RETURNING version",
-                        (manifest.embedder, manifest.dimension, kb),
+                        "dimension = %s, link_base = %s, updated_at = now() WHERE kb = %s "
+                        "RETURNING version",
+                        (manifest.embedder, manifest.dimension, manifest.link_base, kb),
                     )
                 ).fetchone()
         return str(version[0])
@@ -308,7 +322,8 @@ class PgRetriever(HybridRetriever):
             async with conn.transaction():
                 head = await (
                     await conn.execute(
-                        f"SELECT version, embedder, dimension FROM {self.store.kbs} WHERE kb = %s",
+                        f"SELECT version, embedder, dimension, link_base FROM {self.store.kbs} "
+                        "WHERE kb = %s",
                         (kb,),
                     )
                 ).fetchone()
@@ -338,6 +353,7 @@ class PgRetriever(HybridRetriever):
             lexical=await asyncio.to_thread(build_lexical, chunks),
             centroid=centroid,
             backend={chunk.chunk_id: row for row, chunk in enumerate(chunks)},
+            link_base=head[3] or None,
         )
 
     async def _search_loaded(self, loaded: Loaded, query: Query) -> list[Passage]:

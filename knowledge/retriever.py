@@ -32,6 +32,7 @@ from knowledge.base import (
     KnowledgeMisconfigured,
     Passage,
     check_kb_name,
+    source_link,
 )
 from knowledge.bridge import TRANSLATED_WEIGHT, TermBridge, build_bridge
 from knowledge.chunking import indexed_text
@@ -62,6 +63,7 @@ class Loaded:
     lexical: LexicalIndex
     centroid: FloatArray | None
     backend: Any = None  # what the store's retriever keeps beside: FAISS's vectors and index
+    link_base: str | None = None  # the manifest's: sources become links (Passage.url)
     # Set by HybridRetriever._prepare:
     by_position: Positions = field(default_factory=dict)
     bridge: TermBridge | None = None
@@ -368,6 +370,7 @@ class HybridRetriever(ABC):
                     section=chunk.section,
                     source=chunk.source,
                     score=round(score_of[window.anchor], 6),
+                    url=source_link(loaded.link_base, chunk.source),
                 )
             )
         return passages

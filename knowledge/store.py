@@ -35,6 +35,9 @@ class Manifest:
     dimension: int
     sources: Mapping[str, SourceEntry]
     version: str | None = None  # the store's version this manifest was read at
+    # Where the ingested folder is published (an intranet, a wiki export): a source's link is
+    # this address joined with its path (knowledge.base.source_link). None: no links.
+    link_base: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

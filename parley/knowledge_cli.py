@@ -33,6 +33,13 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     ingest.add_argument("folder", type=Path, help="the folder to read (recursively)")
     ingest.add_argument("--kb", required=True, help="the knowledge base's name, e.g. hr-policies")
+    ingest.add_argument(
+        "--link-base",
+        metavar="URL",
+        help="the web address the folder is published at (an intranet, a wiki export), e.g. "
+        "https://intranet.acme.example/hr/: answers then link their sources; kept until given "
+        "again; '' removes it",
+    )
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                     chunk_tokens=settings.knowledge_chunk_tokens,
                     chunk_overlap=settings.knowledge_chunk_overlap,
                     progress=bar,
+                    link_base=args.link_base,
                 )
             )
         finally:
@@ -157,6 +165,8 @@ def print_report(report: IngestReport, folder: Path, out: TextIO) -> None:
     for skipped in report.skipped:
         kept = "; the earlier version stays indexed" if skipped.kept_previous else ""
         print(f"  skipped {skipped.source}: {skipped.reason}{kept}", file=out)
+    if report.link_base:
+        print(f"  sources link to {report.link_base}", file=out)
     state = "committed" if report.committed else "no change to commit"
     print(f"  {state}; version {report.version or '-'}; {report.seconds:.1f} s", file=out)
 

@@ -71,7 +71,7 @@ class Grounding:
         shown = [(n, p) for n, p in enumerate(self.passages, 1) if not cited or n in cited] or list(
             enumerate(self.passages, 1)
         )
-        items = "; ".join(f"[{n}] {_heading(p)} (`{p.source}`)" for n, p in shown)
+        items = "; ".join(f"[{n}] {_source(p)}" for n, p in shown)
         return f"\n\n**Sources:** {items}"
 
 
@@ -102,6 +102,15 @@ def not_covered_message(kbs: Sequence[str], handoff: str) -> str:
         f":mag: I couldn't find this in the documents I answer from here ({names}), so I "
         f"won't guess. {who}"
     )
+
+
+def _source(passage: Passage) -> str:
+    """A link to the source where its knowledge base has a link base, else its title and
+    file; brackets in a title would end a Markdown link's text early."""
+    if passage.url:
+        text = _heading(passage).replace("[", "(").replace("]", ")")
+        return f"[{text}]({passage.url})"
+    return f"{_heading(passage)} (`{passage.source}`)"
 
 
 def _heading(passage: Passage) -> str:

@@ -390,3 +390,34 @@ async def test_a_reader_whose_generation_was_pruned_meanwhile_reads_the_live_one
     assert generation is not None
     assert generation.name == last.version
     assert "Version 3." in generation.chunks[0].text
+
+
+async def test_a_published_folder_makes_its_sources_links_until_told_otherwise(
+    docs: WriteFiles, store: FaissStore, faiss_root: Path
+) -> None:
+    folder = docs({"vacation policy.md": "# Vacation\n\nFive unused days carry over.\n"})
+    embedder = CountingEmbedder()
+    base = "https://intranet.acme.example/hr/"
+    await ingest_folder(folder, "hr", store=store, embedder=embedder, link_base=base)
+    retriever = retriever_for(faiss_root, embedder)
+    (found,) = await retriever.search("unused days carry over", ["hr"], 1)
+    assert found.url == "https://intranet.acme.example/hr/vacation%20policy.md"
+
+    # Kept by a re-ingest that does not name it; a change of address alone is committed and
+    # reaches running workers, with nothing embedded again.
+    kept = await ingest_folder(folder, "hr", store=store, embedder=embedder)
+    assert not kept.committed
+    embedded = len(embedder.texts)
+    moved = await ingest_folder(
+        folder, "hr", store=store, embedder=embedder, link_base="https://wiki.acme.example/HR"
+    )
+    assert moved.committed
+    assert len(embedder.texts) == embedded
+    (found,) = await retriever.search("unused days carry over?", ["hr"], 1)
+    assert found.url == "https://wiki.acme.example/HR/vacation%20policy.md"
+    await ingest_folder(folder, "hr", store=store, embedder=embedder, link_base="")
+    (found,) = await retriever.search("how many unused days carry over", ["hr"], 1)
+    assert found.url == ""
+
+    with pytest.raises(KnowledgeError, match="not a web address for the documents"):
+        await ingest_folder(folder, "hr", store=store, embedder=embedder, link_base="intranet/hr")

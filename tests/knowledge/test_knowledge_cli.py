@@ -61,6 +61,19 @@ def test_ingest_prints_a_summary_and_succeeds_despite_bad_files(
     assert err == ""
 
 
+def test_ingest_publishes_the_sources_at_a_web_address(
+    env: Path, docs: WriteFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = docs({"vacation.md": "# Vacation\n\nFive days carry over.\n"})
+    base = "https://intranet.acme.example/hr/"
+    assert main(["ingest", str(folder), "--kb", "hr", "--quiet", "--link-base", base]) == 0
+    assert f"  sources link to {base}\n" in capsys.readouterr().out
+    assert main(["ingest", str(folder), "--kb", "hr", "--quiet", "--link-base", "intranet"]) == 2
+    assert "'intranet' is not a web address for the documents" in capsys.readouterr().err
+    assert main(["ingest", str(folder), "--kb", "hr", "--quiet"]) == 0
+    assert f"  sources link to {base}\n" in capsys.readouterr().out  # kept
+
+
 def test_ingest_fails_only_when_nothing_could_be_read(
     env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -76,6 +76,15 @@ async def test_ingest_search_and_reingest_in_postgresql(docs: WriteFiles, pg_sch
         calls = embedder.calls
         await retriever.search("How many vacation days carry over?", ["handbook"], 1)
         assert embedder.calls == calls  # cached for this version
+
+        # Published on the intranet: a new version whose sources are links.
+        base = "https://intranet.acme.example/handbook"
+        linked = await ingest_folder(folder, "handbook", store=store, embedder=embedder,
+                                     link_base=base)  # fmt: skip
+        assert linked.version == "3"
+        assert (await store.manifest("handbook")).link_base == base  # type: ignore[union-attr]
+        (top,) = await retriever.search("How many vacation days carry over?", ["handbook"], 1)
+        assert top.url == f"{base}/vacation.md"
     finally:
         await retriever.aclose()
 

@@ -4,6 +4,7 @@ from dataclasses import replace
 
 import pytest
 
+from bots.slack.mrkdwn import to_mrkdwn
 from knowledge.base import Passage
 from workers.grounding import (
     GROUNDING_NOTE,
@@ -50,6 +51,24 @@ def test_passages_are_numbered_for_the_model_and_cited_under_the_answer() -> Non
     assert grounding.sources("Five days.").count("[") == 2
     assert grounding.sources("See [7].").count("[") == 2, "an invented number cites nothing"
     assert grounding.without_last().passages == (_passage(1),)
+
+
+def test_sources_of_a_published_knowledge_base_are_links_in_slack_and_teams() -> None:
+    linked = replace(
+        _passage(1, "Carry-over [2026]"),
+        url="https://intranet.acme.example/hr/vacation%20policy.md",
+    )
+    line = Grounding(("hr-policies",), (linked, _passage(2))).sources("Five days [1][2].")
+    assert line == (
+        "\n\n**Sources:** [1] [Vacation policy — Carry-over (2026)]"
+        "(https://intranet.acme.example/hr/vacation%20policy.md); "
+        "[2] Vacation policy — Carry-over (`vacation-2.md`)"
+    )
+    # Slack shows it as a link too; Teams renders the Markdown as it is.
+    assert (
+        "<https://intranet.acme.example/hr/vacation%20policy.md|Vacation policy — Carry-over "
+        "(2026)>" in to_mrkdwn(line)
+    )
 
 
 @pytest.mark.parametrize(
