@@ -77,21 +77,29 @@ class KnowledgeMisconfigured(KnowledgeError):
 
 
 def source_link(link_base: str | None, source: str) -> str:
-    """The web address of a source under a knowledge base's link base, or "" without one."""
+    """The web address of a source under a knowledge base's link base, or "" without one.
+    Both are percent-encoded (an escape already there is kept): Slack shows no link whose
+    address holds a parenthesis or an angle bracket."""
     if not link_base:
         return ""
-    return f"{link_base.rstrip('/')}/{quote(source, safe='/')}"
+    return f"{quote(link_base.rstrip('/'), safe=_URL_SAFE)}/{quote(source, safe='/')}"
+
+
+_URL_SAFE = ":/%!$&'*+,;=~@"
+_LINK_BASE = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?", re.IGNORECASE)
 
 
 def check_link_base(value: str) -> str:
-    """A link base must be an http(s) address; "" means none."""
+    """A link base: an http(s) address without a query, a fragment or credentials (which
+    every answer would show), without its trailing slash; "" means none."""
     value = value.strip()
-    if value and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
+    if value and not _LINK_BASE.fullmatch(value):
         raise KnowledgeError(
             f"{value!r} is not a web address for the documents: give the http(s) address the "
-            "folder is published at, e.g. https://intranet.acme.example/hr/ (or '' for none)"
+            "folder is published at, without a user name or password, e.g. "
+            "https://intranet.acme.example/hr/ (or '' for none)"
         )
-    return value
+    return value.rstrip("/")
 
 
 def check_kb_name(name: str) -> str:

@@ -27,7 +27,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
-from knowledge.base import Embedder, KnowledgeError, Passage, StoreUnavailable, check_kb_name
+from knowledge.base import (
+    Embedder,
+    KnowledgeError,
+    KnowledgeMisconfigured,
+    Passage,
+    StoreUnavailable,
+    check_kb_name,
+)
 from knowledge.retriever import HybridRetriever, Loaded, Query, build_lexical
 from knowledge.store import Change, ConcurrentIngest, Manifest, SourceEntry, StoredChunk
 
@@ -148,7 +155,14 @@ class PgStore:
                 )
             ).fetchone()
             if found is None:
-                await conn.execute(f"ALTER TABLE {self.kbs} ADD COLUMN link_base text")
+                try:
+                    await conn.execute(f"ALTER TABLE {self.kbs} ADD COLUMN link_base text")
+                except psycopg.errors.InsufficientPrivilege:
+                    raise KnowledgeMisconfigured(
+                        "the knowledge store needs a column this database user may not add: "
+                        f"have the tables' owner run ALTER TABLE {self.kbs} ADD COLUMN "
+                        "link_base text (or run parley ingest once as that user)"
+                    ) from None
         self._ready = True
 
     async def manifest(self, kb: str) -> Manifest | None:

@@ -104,11 +104,15 @@ def not_covered_message(kbs: Sequence[str], handoff: str) -> str:
     )
 
 
+_LINK_TEXT = str.maketrans({"[": "(", "]": ")", "\\": "/", "`": "'"})
+
+
 def _source(passage: Passage) -> str:
     """A link to the source where its knowledge base has a link base, else its title and
-    file; brackets in a title would end a Markdown link's text early."""
+    file. In a link's text, a bracket would end it early, a backslash escape its end and a
+    backtick start code that Slack reads before the link."""
     if passage.url:
-        text = _heading(passage).replace("[", "(").replace("]", ")")
+        text = _heading(passage).translate(_LINK_TEXT)
         return f"[{text}]({passage.url})"
     return f"{_heading(passage)} (`{passage.source}`)"
 

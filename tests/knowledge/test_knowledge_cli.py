@@ -65,11 +65,14 @@ def test_ingest_publishes_the_sources_at_a_web_address(
     env: Path, docs: WriteFiles, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = docs({"vacation.md": "# Vacation\n\nFive days carry over.\n"})
-    base = "https://intranet.acme.example/hr/"
-    assert main(["ingest", str(folder), "--kb", "hr", "--quiet", "--link-base", base]) == 0
+    base = "https://intranet.acme.example/hr"
+    assert main(["ingest", str(folder), "--kb", "hr", "--quiet", "--link-base", base + "/"]) == 0
     assert f"  sources link to {base}\n" in capsys.readouterr().out
     assert main(["ingest", str(folder), "--kb", "hr", "--quiet", "--link-base", "intranet"]) == 2
     assert "'intranet' is not a web address for the documents" in capsys.readouterr().err
+    secret = "https://bot:hunter2@intranet.acme.example/hr"  # every answer would show it
+    assert main(["ingest", str(folder), "--kb", "hr", "--quiet", "--link-base", secret]) == 2
+    assert "without a user name or password" in capsys.readouterr().err
     assert main(["ingest", str(folder), "--kb", "hr", "--quiet"]) == 0
     assert f"  sources link to {base}\n" in capsys.readouterr().out  # kept
 

@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from bots.slack.mrkdwn import to_mrkdwn
-from knowledge.base import Passage
+from knowledge.base import Passage, source_link
 from workers.grounding import (
     GROUNDING_NOTE,
     NOT_COVERED,
@@ -54,21 +54,16 @@ def test_passages_are_numbered_for_the_model_and_cited_under_the_answer() -> Non
 
 
 def test_sources_of_a_published_knowledge_base_are_links_in_slack_and_teams() -> None:
-    linked = replace(
-        _passage(1, "Carry-over [2026]"),
-        url="https://intranet.acme.example/hr/vacation%20policy.md",
-    )
+    url = source_link("https://wiki.acme.example/Team_(HR)", "vacation policy.md")
+    assert url == "https://wiki.acme.example/Team_%28HR%29/vacation%20policy.md"
+    linked = replace(_passage(1, "Carry-over [2026] for `sudo` users C:\\"), url=url)
     line = Grounding(("hr-policies",), (linked, _passage(2))).sources("Five days [1][2].")
     assert line == (
-        "\n\n**Sources:** [1] [Vacation policy — Carry-over (2026)]"
-        "(https://intranet.acme.example/hr/vacation%20policy.md); "
-        "[2] Vacation policy — Carry-over (`vacation-2.md`)"
+        "\n\n**Sources:** [1] [Vacation policy — Carry-over (2026) for 'sudo' users C:/]"
+        f"({url}); [2] Vacation policy — Carry-over (`vacation-2.md`)"
     )
     # Slack shows it as a link too; Teams renders the Markdown as it is.
-    assert (
-        "<https://intranet.acme.example/hr/vacation%20policy.md|Vacation policy — Carry-over "
-        "(2026)>" in to_mrkdwn(line)
-    )
+    assert f"<{url}|Vacation policy — Carry-over (2026) for 'sudo' users C:/>" in to_mrkdwn(line)
 
 
 @pytest.mark.parametrize(
