@@ -10,7 +10,7 @@ import itertools
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -391,6 +391,18 @@ def _generated_again(tgi: FakeTGI, messages: int) -> int:
     return len(questions) - messages
 
 
+def _settled(count: Callable[[], int], quiet: float = 0.3, limit: float = 3.0) -> int:
+    """count() once it has not changed for `quiet` seconds (at most `limit` seconds)."""
+    deadline = time.monotonic() + limit
+    value, since = count(), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(0.05)
+        now = count()
+        if now != value:
+            value, since = now, time.monotonic()
+    return value
+
+
 class _Cable:
     """A pullable cable in front of the TGI emulator (bench.forward.Forwarder)."""
 
@@ -430,7 +442,9 @@ def test_tgi_refusing_connections_for_seconds_under_load_ends_in_one_answer_each
         _wait_in_flight(tgi, svc, 5)
         in_flight_at_cut = tgi.in_flight
         cable.unplug()  # streams in flight break; new connections are refused
-        requests_at_cut = len(tgi.generations)
+        # A request the cable passed on just before the cut may reach the emulator's
+        # records a moment later: count once they have settled.
+        requests_at_cut = _settled(lambda: len(tgi.generations))
         # Deliveries keep being acknowledged while the model is away.
         during = _load(svc, 5, 1, "during")
         time.sleep(3.0)
